@@ -1,0 +1,29 @@
+"""freqplug: which frequencies does your image classifier rely on?
+
+Public API: what this module exports. Subpackages: ``freqplug.spectral`` (the spectral
+core), ``freqplug.models`` and ``freqplug.data`` (embedded reference model and images).
+"""
+
+from . import data, models, spectral
+from ._version import __version__
+from .spectral import (
+    dct2,
+    frequency_bias,
+    idct2,
+    low_high_split,
+    relative_change_dct,
+    spectral_robustness_score,
+)
+
+__all__ = [
+    "__version__",
+    "data",
+    "dct2",
+    "frequency_bias",
+    "idct2",
+    "low_high_split",
+    "models",
+    "relative_change_dct",
+    "spectral",
+    "spectral_robustness_score",
+]

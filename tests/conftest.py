@@ -1,0 +1,35 @@
+import socket
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def reference_model():
+    from freqplug.models import cifar10_resnet18
+
+    return cifar10_resnet18()
+
+
+@pytest.fixture(scope="session")
+def cifar_samples():
+    from freqplug.data import sample_images
+
+    return sample_images("cifar10")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Fail any attempt to open a network connection during the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    yield
+
+
+@pytest.fixture
+def rng():
+    return torch.Generator().manual_seed(0)
