@@ -4,8 +4,9 @@ Public API: what this module exports. Subpackages: ``freqplug.spectral`` (the sp
 core), ``freqplug.models`` and ``freqplug.data`` (embedded reference model and images).
 """
 
-from . import data, models, spectral
+from . import attributions, data, models, spectral
 from ._version import __version__
+from .attributions import FrequencyShapley, FrequencyShapleyResult
 from .spectral import (
     dct2,
     frequency_bias,
@@ -16,7 +17,10 @@ from .spectral import (
 )
 
 __all__ = [
+    "FrequencyShapley",
+    "FrequencyShapleyResult",
     "__version__",
+    "attributions",
     "data",
     "dct2",
     "frequency_bias",

@@ -33,8 +33,8 @@ def check_floating(value: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def check_finite(value: torch.Tensor, name: str) -> torch.Tensor:
-    if value.numel() and not bool(torch.isfinite(value).all()):
-        n_bad = int((~torch.isfinite(value)).sum())
+    if value.numel() and not bool(torch.isfinite(value.detach()).all()):
+        n_bad = int((~torch.isfinite(value.detach())).sum())
         raise ValueError(f"`{name}` contains {n_bad} NaN or infinite value(s)")
     return value
 
@@ -70,7 +70,7 @@ def check_images(
         )
     check_finite(value, name)
     if check_range:
-        lo, hi = float(value.min()), float(value.max())
+        lo, hi = float(value.detach().min()), float(value.detach().max())
         if lo < -tolerance or hi > 1 + tolerance:
             raise ValueError(
                 f"`{name}` must hold images in [0, 1] (models carry their own normalization), "

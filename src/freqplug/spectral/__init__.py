@@ -26,6 +26,7 @@ from .masking import (
     coalition_images,
     irfft2,
     iter_coalition_images,
+    render_coalitions,
     rfft2,
 )
 from .metrics import (
@@ -54,6 +55,6 @@ __all__ = [
     "fftshift2", "frequency_bias", "frequency_indices", "frequency_radius", "high_pass", "idct2", "ifft2",
     "ifftshift2", "irfft2", "is_conjugate_symmetric", "iter_coalition_images", "low_high_split", "low_pass",
     "make_players", "mirror_indices", "patch_grid_players", "players_from_map", "radial_band_players",
-    "radial_bin_index", "radial_mask", "radial_profile", "relative_change_dct", "rfft2",
+    "radial_bin_index", "radial_mask", "radial_profile", "relative_change_dct", "render_coalitions", "rfft2",
     "spectral_importance_distribution", "spectral_robustness_score", "spectral_snr",
 ]

@@ -153,13 +153,38 @@ def iter_coalition_images(
         rows = torch.arange(start, min(start + chunk_size, n * k), device=x.device)
         image_index, coalition_index = rows // k, rows % k
         chosen = coalitions[image_index, coalition_index] if per_image else coalitions[coalition_index]
-        half = players.masks(chosen)[..., : w // 2 + 1].unsqueeze(1)  # (R, 1, H, W//2+1)
-        if fill is None:
-            masked = spectrum[image_index] * half
-        else:
-            row_fill = fill[image_index] if fill.shape[0] == n and n > 1 else fill
-            masked = torch.where(half, spectrum[image_index], row_fill)
-        yield image_index, coalition_index, irfft2(masked, h, w).to(x.dtype)
+        yield image_index, coalition_index, render_coalitions(spectrum, players, image_index, chosen, fill,
+                                                              h, w).to(x.dtype)
+
+
+def render_coalitions(
+    spectrum: torch.Tensor,
+    players: Players,
+    image_index: torch.Tensor,
+    coalitions: torch.Tensor,
+    fill: Optional[torch.Tensor],
+    height: int,
+    width: int,
+) -> torch.Tensor:
+    """The masking kernel: one image per row, each restricted to its coalition.
+
+    Args:
+        spectrum: ``rfft2`` of the images (N, C, H, W//2+1).
+        players: fft-layout partition.
+        image_index: (R,) which image each row shows.
+        coalitions: bool (R, P), the coalition of each row.
+        fill: baseline spectrum broadcastable to ``spectrum`` (N or 1 leading), or None for zero.
+
+    Returns:
+        Real images (R, C, H, W) in the spectrum's real dtype.
+    """
+    half = players.masks(coalitions, one_sided=True).unsqueeze(1)  # (R, 1, H, W//2+1)
+    if fill is None:
+        masked = spectrum[image_index] * half
+    else:
+        row_fill = fill[image_index] if fill.shape[0] > 1 else fill
+        masked = torch.where(half, spectrum[image_index], row_fill)
+    return irfft2(masked, height, width)
 
 
 def coalition_images(

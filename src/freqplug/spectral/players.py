@@ -71,6 +71,9 @@ class Players:
                     f"mirror ({(-u) % h}, {(-v) % w}) in player {int(mirrored[u, v])}"
                 )
         self._map = player_map
+        # gather indices for masks(): always-present bins point at an extra always-True column
+        self._full_index = torch.where(player_map >= 0, player_map, num_players)
+        self._one_sided_index = self._full_index[:, : w // 2 + 1].contiguous()
         self.layout = layout
         self.name = name
         self.num_players = num_players
@@ -118,11 +121,13 @@ class Players:
             )
 
     # ------------------------------------------------------------------ maps
-    def masks(self, coalitions: torch.Tensor) -> torch.Tensor:
+    def masks(self, coalitions: torch.Tensor, *, one_sided: bool = False) -> torch.Tensor:
         """Bin masks of coalitions.
 
         Args:
             coalitions: bool or 0/1 tensor (..., P); True where the player is present.
+            one_sided: return only the ``rfft2`` half (..., H, W//2+1) of the masks, which is
+                all a conjugate-closed partition needs (fft layout only).
 
         Returns:
             bool tensor (..., H, W): True for bins of present players and always-present bins.
@@ -134,8 +139,8 @@ class Players:
             )
         coalitions = coalitions.to(torch.bool)
         padded = torch.cat([coalitions, coalitions.new_ones(*coalitions.shape[:-1], 1)], dim=-1)
-        index = torch.where(self._map >= 0, self._map, self.num_players).to(coalitions.device)
-        return padded[..., index]
+        index = self._one_sided_index if one_sided else self._full_index
+        return padded[..., index.to(coalitions.device)]
 
     def expand(self, values: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
         """Spread per-player values (..., P) onto the bins (..., H, W) (Captum's feature-mask convention).

@@ -1,0 +1,213 @@
+"""Shapley value estimators for batched games.
+
+An estimator turns a budget into a *design*: a list of K coalitions (index 0 is the empty
+coalition, index 1 the grand coalition) that every image's game is evaluated on, and a
+reduction from the K values of each image to Shapley values with standard errors. The
+coalitions are produced lazily, chunk by chunk, so memory stays bounded by the chunk size
+whatever the budget. Every image is evaluated on the same coalitions, which lets the
+caller batch rows of several images and several permutations into one forward call.
+
+Estimators (seed 000 eq. 5 is the quantity; the paper samples it with plain permutations):
+
+``permutation``
+    Monte-Carlo permutation sampling (Castro et al. 2009; seed 000 §4.1; Captum's
+    ShapleyValueSampling). ``n_samples`` permutations, ``2 + n_samples * (P - 1)`` evaluations.
+``antithetic``
+    Permutations in pairs (pi, reversed pi). Exact for games whose interactions have order
+    <= 2, which frequency games nearly are. ``n_samples`` permutations (rounded up to even).
+``kernel``
+    Paired KernelSHAP (Lundberg & Lee 2017; Covert & Lee 2021): ``n_samples`` coalitions drawn
+    from the Shapley kernel, each with its complement, solved by least squares under the
+    efficiency constraint; standard errors by bootstrap over the pairs.
+
+Each permutation-type sample satisfies efficiency exactly: its P marginal contributions
+telescope to v(N) - v(empty).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .._validation import check_choice, check_positive_int
+
+ESTIMATORS = ("antithetic", "permutation", "kernel")
+
+
+def make_design(estimator: str, num_players: int, n_samples: int, generator: torch.Generator) -> "Design":
+    check_choice(estimator, "estimator", ESTIMATORS)
+    check_positive_int(n_samples, "n_samples")
+    if num_players < 1:
+        raise ValueError("the game needs at least one player")
+    if estimator == "kernel":
+        return KernelDesign(num_players, n_samples, generator)
+    return PermutationDesign(num_players, n_samples, generator, antithetic=estimator == "antithetic")
+
+
+@dataclass
+class Estimate:
+    values: torch.Tensor  # (N, P) float64 Shapley values
+    stderr: torch.Tensor  # (N, P) float64 standard errors (NaN when not estimable)
+    num_samples: int  # independent samples the standard error rests on
+
+
+class Design:
+    num_players: int
+    num_coalitions: int
+
+    def coalitions(self, index: torch.Tensor) -> torch.Tensor:
+        """Boolean coalitions (R, P) for coalition indices (R,) in [0, num_coalitions)."""
+        raise NotImplementedError
+
+    def estimate(self, values: torch.Tensor) -> Estimate:
+        """Shapley values from the game values (N, K) at every coalition."""
+        raise NotImplementedError
+
+
+class PermutationDesign(Design):
+    """Coalitions: 0 = empty, 1 = all, then for permutation j and prefix length k = 1..P-1
+    the index ``2 + j * (P - 1) + k - 1`` holds the first k players of permutation j."""
+
+    def __init__(self, num_players: int, n_samples: int, generator: torch.Generator, *, antithetic: bool):
+        self.num_players = p = num_players
+        self.antithetic = antithetic
+        if antithetic:
+            n_samples += n_samples % 2
+        self.n_samples = n_samples
+        num_draws = n_samples // 2 if antithetic else n_samples
+        # ranks[j, i] = position of player i in permutation j
+        ranks = torch.argsort(torch.rand(num_draws, p, generator=generator), dim=1).argsort(dim=1)
+        if antithetic:
+            ranks = torch.stack([ranks, p - 1 - ranks], dim=1).reshape(n_samples, p)
+        self.ranks = ranks
+        self.num_coalitions = 2 + n_samples * (p - 1)
+
+    def coalitions(self, index: torch.Tensor) -> torch.Tensor:
+        p = self.num_players
+        offset = (index - 2).clamp_min(0)
+        permutation = offset // max(p - 1, 1)
+        prefix = offset % max(p - 1, 1) + 1
+        ranks = self.ranks.to(index.device)[permutation.clamp(max=self.n_samples - 1)]
+        chosen = ranks < prefix[:, None]
+        chosen[index == 0] = False
+        chosen[index == 1] = True
+        return chosen
+
+    def estimate(self, values: torch.Tensor) -> Estimate:
+        n, p, m = values.shape[0], self.num_players, self.n_samples
+        values = values.to(torch.float64)
+        empty, full = values[:, :1], values[:, 1:2]
+        inner = values[:, 2:].reshape(n, m, p - 1)
+        prefix_values = torch.cat([empty[:, None, :].expand(n, m, 1), inner, full[:, None, :].expand(n, m, 1)], dim=2)
+        marginal_by_position = prefix_values[:, :, 1:] - prefix_values[:, :, :-1]  # (N, m, P)
+        samples = torch.gather(marginal_by_position, 2, self.ranks.to(values.device)[None].expand(n, m, p))
+        if self.antithetic:
+            samples = samples.reshape(n, m // 2, 2, p).mean(dim=2)
+        return _mean_and_stderr(samples)
+
+
+def _mean_and_stderr(samples: torch.Tensor) -> Estimate:
+    count = samples.shape[1]
+    mean = samples.mean(dim=1)
+    if count > 1:
+        stderr = samples.std(dim=1, unbiased=True) / math.sqrt(count)
+    else:
+        stderr = torch.full_like(mean, float("nan"))
+    return Estimate(mean, stderr, count)
+
+
+class KernelDesign(Design):
+    """Paired KernelSHAP. Coalitions: 0 = empty, 1 = all, then pairs (S_j, complement of S_j)."""
+
+    #: Below this many coalitions per player the constrained least squares is too
+    #: ill-conditioned to trust (its error blows up near 2 coalitions per player).
+    MIN_SAMPLES_PER_PLAYER = 4
+    BOOTSTRAP = 32
+
+    def __init__(self, num_players: int, n_samples: int, generator: torch.Generator):
+        p = self.num_players = num_players
+        if p < 2:
+            raise ValueError("estimator='kernel' needs at least 2 players; use 'permutation'")
+        minimum = self.MIN_SAMPLES_PER_PLAYER * p
+        if n_samples < minimum:
+            raise ValueError(
+                f"estimator='kernel' with {p} players needs n_samples >= {minimum} coalitions "
+                f"({self.MIN_SAMPLES_PER_PLAYER} per player; near 2 per player the regression blows up), "
+                f"got {n_samples}; raise n_samples or use estimator='antithetic'"
+            )
+        n_samples += n_samples % 2
+        self.n_samples = n_samples
+        self.generator = generator
+        sizes = torch.arange(1, p, dtype=torch.float64)
+        size_probability = 1.0 / (sizes * (p - sizes))  # Shapley kernel summed over subsets of each size
+        half = n_samples // 2
+        draw_sizes = torch.multinomial(size_probability / size_probability.sum(), half, replacement=True,
+                                       generator=generator) + 1
+        order = torch.argsort(torch.rand(half, p, generator=generator), dim=1)
+        ranks = order.argsort(dim=1)
+        chosen = ranks < draw_sizes[:, None]
+        self.z = torch.stack([chosen, ~chosen], dim=1).reshape(n_samples, p)
+        self.num_coalitions = 2 + n_samples
+
+    def coalitions(self, index: torch.Tensor) -> torch.Tensor:
+        z = self.z.to(index.device)
+        chosen = z[(index - 2).clamp(0, self.n_samples - 1)]
+        chosen[index == 0] = False
+        chosen[index == 1] = True
+        return chosen
+
+    def _solve(self, z: torch.Tensor, targets: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+        """argmin ||z phi - targets||^2 s.t. sum(phi) = total, for each image (columns of targets)."""
+        a = z.T @ z
+        a = a + torch.eye(a.shape[0], dtype=a.dtype) * (1e-10 * a.diagonal().mean())
+        b = z.T @ targets  # (P, N)
+        a_inv_b = torch.linalg.solve(a, b)
+        a_inv_1 = torch.linalg.solve(a, torch.ones(a.shape[0], 1, dtype=a.dtype))
+        nu = (a_inv_b.sum(0) - total) / a_inv_1.sum()
+        return (a_inv_b - a_inv_1 * nu).T  # (N, P)
+
+    def estimate(self, values: torch.Tensor) -> Estimate:
+        values = values.to(torch.float64).cpu()
+        empty, full = values[:, 0], values[:, 1]
+        targets = (values[:, 2:] - empty[:, None]).T  # (m, N)
+        z = self.z.to(torch.float64)
+        phi = self._solve(z, targets, full - empty)
+        # bootstrap over the (S, complement) pairs for standard errors
+        pairs = self.n_samples // 2
+        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator)))
+        boot = []
+        for _ in range(self.BOOTSTRAP):
+            pick = torch.randint(0, pairs, (pairs,), generator=generator)
+            rows = torch.stack([2 * pick, 2 * pick + 1], dim=1).reshape(-1)
+            boot.append(self._solve(z[rows], targets[rows], full - empty))
+        stderr = torch.stack(boot).std(dim=0, unbiased=True)
+        return Estimate(phi, stderr, pairs)
+
+
+def exact_design_values(num_players: int) -> torch.Tensor:
+    """All 2^P coalitions (2^P, P) in binary order (for exact Shapley in tests and small games)."""
+    if num_players > 20:
+        raise ValueError("exact enumeration is limited to 20 players")
+    codes = torch.arange(2**num_players)
+    return (codes[:, None] >> torch.arange(num_players)) & 1 == 1
+
+
+def exact_shapley(values: torch.Tensor, num_players: int) -> torch.Tensor:
+    """Exact Shapley values from game values (..., 2^P) on the coalitions of :func:`exact_design_values`.
+
+    phi_i = sum over S not containing i of |S|! (P - |S| - 1)! / P! * (v(S + i) - v(S)).
+    """
+    p = num_players
+    codes = torch.arange(2**p)
+    sizes = ((codes[:, None] >> torch.arange(p)) & 1).sum(1)
+    weights = torch.tensor([math.factorial(s) * math.factorial(p - s - 1) / math.factorial(p) for s in range(p)],
+                           dtype=torch.float64)
+    values = values.to(torch.float64)
+    out = []
+    for i in range(p):
+        without = codes[(codes >> i) & 1 == 0]
+        out.append(((values[..., without | (1 << i)] - values[..., without]) * weights[sizes[without]]).sum(-1))
+    return torch.stack(out, dim=-1)
