@@ -4,9 +4,11 @@ Public API: what this module exports. Subpackages: ``freqplug.spectral`` (the sp
 core), ``freqplug.models`` and ``freqplug.data`` (embedded reference model and images).
 """
 
-from . import attributions, data, models, spectral
+from . import attributions, compat, data, eval, models, spectral
 from ._version import __version__
 from .attributions import FrequencyShapley, FrequencyShapleyResult
+from .compat import install_autoattack
+from .eval import AutoAttackResult, AutoAttackRunner, evaluate_frequency_robustness
 from .spectral import (
     dct2,
     frequency_bias,
@@ -17,6 +19,12 @@ from .spectral import (
 )
 
 __all__ = [
+    "AutoAttackResult",
+    "AutoAttackRunner",
+    "compat",
+    "eval",
+    "evaluate_frequency_robustness",
+    "install_autoattack",
     "FrequencyShapley",
     "FrequencyShapleyResult",
     "__version__",
