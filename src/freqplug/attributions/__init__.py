@@ -9,8 +9,14 @@ from .frequency_shapley import (
     radial_average,
     reconstruct_from_mask,
 )
+from .occluded_frequency import OccludedFrequency, plot_group_scores
+from .spectral_band_shapley import BandImportance, SpectralBandShapley
 
 __all__ = [
+    "BandImportance",
+    "OccludedFrequency",
+    "SpectralBandShapley",
+    "plot_group_scores",
     "FrequencyShapley",
     "FrequencyShapleyResult",
     "centered_attributions",

@@ -1,0 +1,311 @@
+"""SpectralBandShapley (I-ASIDE, seed 004): Shapley axioms, Captum conventions, sampling, distribution."""
+
+import itertools
+import math
+import os
+import socket
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+import torch.multiprocessing as mp
+
+from freqplug.attributions.spectral_band_shapley import SpectralBandShapley, exact_shapley_weights
+from freqplug.spectral import apply_spectral_mask, radial_band_players
+from nets import tiny_cnn
+
+
+@pytest.fixture
+def setup():
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(5, 3, 16, 16, generator=gen, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3, 1])
+    return tiny_cnn(), x, y
+
+
+class CountingModel(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.rows = 0
+        self.calls = 0
+
+    def forward(self, images):
+        self.rows += images.shape[0]
+        self.calls += 1
+        return self.model(images)
+
+
+def _log_q(model, images, y):
+    with torch.no_grad():
+        return torch.log_softmax(model(images), -1)[torch.arange(images.shape[0]), y]
+
+
+def test_exact_values_match_brute_force_eq3_and_efficiency(setup):
+    model, x, y = setup
+    m = 3
+    values = SpectralBandShapley(model, m).attribute(x, target=y)
+    players = radial_band_players(16, 16, m, include_dc=True)
+    v = {}
+    for subset in itertools.product([False, True], repeat=m):
+        mask = players.masks(torch.tensor(subset))
+        v[subset] = _log_q(model, apply_spectral_mask(x, mask), y)
+    expected = torch.zeros(5, m, dtype=torch.float64)
+    for i in range(m):
+        for subset in v:
+            if subset[i]:
+                continue
+            with_i = tuple(True if j == i else s for j, s in enumerate(subset))
+            size = sum(subset)
+            weight = 1 / m / math.comb(m - 1, size)
+            expected[:, i] += weight * (v[with_i] - v[subset])
+    torch.testing.assert_close(values, expected)
+    # Efficiency: sum of psi = v(all) - v(empty); with DC in band 0 the empty coalition is the black image.
+    total = _log_q(model, x, y) - _log_q(model, torch.zeros_like(x), y)
+    torch.testing.assert_close(values.sum(1), total)
+    assert torch.allclose(exact_shapley_weights(6).sum(0), torch.zeros(6, dtype=torch.float64), atol=1e-15)
+    # DC always present (include_dc=False): the empty coalition is the image's mean colour; l2 rings work too.
+    fixed_dc = SpectralBandShapley(model, m, metric="l2", include_dc=False).attribute(x, target=y)
+    mean_colour = x.mean((2, 3), keepdim=True).expand_as(x)
+    torch.testing.assert_close(fixed_dc.sum(1), _log_q(model, x, y) - _log_q(model, mean_colour, y))
+
+
+def test_null_player_model_reading_one_band_only(setup):
+    _, x, y = setup
+    players = radial_band_players(16, 16, 4, include_dc=True)
+    band2 = players.masks(torch.tensor([False, False, True, False]))
+    inner = tiny_cnn()
+
+    def only_band2(images):
+        return inner(apply_spectral_mask(images, band2))
+
+    values = SpectralBandShapley(only_band2, 4).attribute(x, target=y)
+    total = _log_q(only_band2, x, y) - _log_q(only_band2, torch.zeros_like(x), y)
+    torch.testing.assert_close(values[:, 2], total)
+    assert values[:, [0, 1, 3]].abs().max() < 1e-12
+
+
+def test_captum_conventions_targets_batching_progress_forward_args(setup, capsys):
+    model, x, y = setup
+    sbs = SpectralBandShapley(model, 4)
+    reference = sbs.attribute(x, target=y)
+    assert reference.shape == (5, 4) and reference.dtype == torch.float64
+    torch.testing.assert_close(sbs.attribute(x, target=y.tolist()), reference)
+    torch.testing.assert_close(sbs.attribute(x, target=1)[1], reference[1])
+    for ppe in (3, 16, 40):
+        torch.testing.assert_close(sbs.attribute(x, target=y, perturbations_per_eval=ppe), reference)
+    sbs.attribute(x, target=y, show_progress=True)
+    assert "Spectral Band Shapley attribution" in capsys.readouterr().err
+
+    def shifted(images, shift):  # per-image additive shift of the logit of class 0
+        out = model(images).clone()
+        out[:, 0] += shift
+        return out
+
+    shift = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)
+    manual = torch.stack([SpectralBandShapley(lambda im, s=float(s): shifted(im, s), 3)
+                          .attribute(x[i:i + 1], target=y[i:i + 1])[0] for i, s in enumerate(shift)])
+    torch.testing.assert_close(SpectralBandShapley(shifted, 3).attribute(
+        x[:3], target=y[:3], additional_forward_args=(shift,), perturbations_per_eval=3), manual)
+
+
+def test_importance_rows_mean_stderr_and_noise_flag(setup):
+    model, x, y = setup
+    counting = CountingModel(model)
+    sbs = SpectralBandShapley(counting, 4)
+    result = sbs.importance((x, y), batch_size=7, show_progress=False)
+    assert counting.rows == 2 ** 4 * 5 == result.rows_evaluated  # no repeated work
+    assert counting.calls == math.ceil(80 / 7)
+    per_image = SpectralBandShapley(model, 4).attribute(x, target=y)
+    torch.testing.assert_close(result.values, per_image.mean(0))
+    torch.testing.assert_close(result.stderr, per_image.std(0) / math.sqrt(5))
+    assert result.values.sum().item() == pytest.approx(result.total_value, abs=1e-12)
+    assert result.sid.sum().item() == pytest.approx(1.0) and 0 <= result.srs <= 1
+    hi, lo = int(per_image.mean(0).argmax()), int(per_image.mean(0).argmin())
+    spread_se = float((per_image[:, hi] - per_image[:, lo]).std() / math.sqrt(5))
+    assert result.spread_stderr == pytest.approx(spread_se)
+    # Equal-psi test = Hotelling T^2 on the successive differences, recomputed here with scipy.
+    diffs = (per_image[:, 1:] - per_image[:, :-1]).numpy()
+    mean, cov = diffs.mean(0), np.cov(diffs, rowvar=False)
+    t2 = 5 * mean @ np.linalg.solve(cov, mean)
+    p_value = scipy.stats.f.sf((5 - 3) / (4 * 3) * t2, 3, 5 - 3)
+    assert result.p_value == pytest.approx(p_value, rel=1e-6)
+    assert result.distinguishable == (p_value < 0.05)
+    assert ("NOT distinguishable" in result.message) == (not result.distinguishable)
+    assert result.message in str(result)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=2)
+    torch.testing.assert_close(sbs.importance(loader, show_progress=False).values, result.values)
+    torch.testing.assert_close(sbs.importance(x, target=y, show_progress=False).values, result.values)
+
+
+def test_noise_flag_on_a_clear_preference_and_on_pure_noise(setup):
+    _, x, y = setup
+    players = radial_band_players(16, 16, 4, include_dc=True)
+    band0 = players.masks(torch.tensor([True, False, False, False]))
+
+    def reads_band0_energy(images):  # class 0 logit grows with the band-0 energy of the image
+        energy = apply_spectral_mask(images, band0).pow(2).mean((1, 2, 3))
+        return torch.stack([10 * energy, torch.zeros_like(energy)], dim=1)
+
+    clear = SpectralBandShapley(reads_band0_energy, 4).importance((x, torch.zeros(5, dtype=torch.long)),
+                                                                   show_progress=False)
+    assert clear.distinguishable and int(clear.values.argmax()) == 0
+
+    gen = torch.Generator().manual_seed(0)
+    noise_logits = torch.randn(100, 4, generator=gen, dtype=torch.float64) * 1e-3
+
+    def noise(images):  # output depends on the image only through a hash of its pixels: no band preference
+        index = (images.sum((1, 2, 3)) * 1e6).round().long() % 100
+        return noise_logits[index]
+
+    noisy = SpectralBandShapley(noise, 4).importance((x, y), show_progress=False)
+    assert not noisy.distinguishable and "NOT distinguishable" in noisy.message
+    one = SpectralBandShapley(reads_band0_energy, 4).importance((x[:1], torch.zeros(1, dtype=torch.long)),
+                                                                 show_progress=False)
+    assert not one.distinguishable and "cannot test" in one.message
+
+
+def test_sampled_mode_converges_to_exact_for_m8(setup):
+    model, x, y = setup
+    sbs = SpectralBandShapley(model, 8)
+    exact = sbs.importance((x[:3], y[:3]), show_progress=False)
+    sampled = sbs.importance((x[:3], y[:3]), method="sampled", n_samples=200, seed=1, show_progress=False)
+    assert sampled.method == "sampled" and sampled.stderr_sampling is not None
+    assert sampled.values.sum().item() == pytest.approx(exact.total_value, abs=1e-12)  # efficiency per permutation
+    error = (sampled.values - exact.values).abs()
+    assert (error <= 4 * sampled.stderr_sampling + 1e-12).all()
+    coarse = sbs.importance((x[:3], y[:3]), method="sampled", n_samples=8, seed=1, show_progress=False)
+    assert sampled.stderr_sampling.mean() < coarse.stderr_sampling.mean()
+    assert error.sum() < (coarse.values - exact.values).abs().sum()
+
+
+def test_large_m_is_sampled_automatically(setup):
+    model, _, _ = setup
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    y = torch.tensor([1, 2])
+    counting = CountingModel(model)
+    result = SpectralBandShapley(counting, 16).importance((x, y), n_samples=6, batch_size=64, show_progress=False)
+    assert result.method == "sampled" and result.values.shape == (16,)
+    assert counting.rows == result.rows_evaluated <= 2 * (6 * 15 + 2)  # prefix coalitions, each evaluated once
+    assert result.values.sum().item() == pytest.approx(result.total_value, abs=1e-12)
+    assert torch.isfinite(result.stderr_sampling).all() and torch.isfinite(result.stderr).all()
+
+
+def test_baselines_gaussian_and_replacement(setup):
+    model, x, y = setup
+    sbs = SpectralBandShapley(model, 4)
+    gaussian = sbs.attribute(x, "gaussian", target=y, seed=5)
+    torch.testing.assert_close(gaussian, sbs.attribute(x, "gaussian", target=y, seed=5))
+    replacement = sbs.attribute(x, "replacement", target=y, seed=5)
+    assert not torch.allclose(gaussian, replacement)
+    # Replacement = explicit partner images: full coalition is x, empty coalition is the partner.
+    total = _log_q(model, x, y)
+    for values in (gaussian, replacement):
+        assert torch.isfinite(values).all()
+    partner_total = replacement.sum(1)
+    empties = total - partner_total
+    partners = [int(torch.argmin((_log_q(model, x, torch.full((5,), int(y[i]))) - empties[i]).abs()))
+                for i in range(5)]
+    assert all(p != i for i, p in enumerate(partners))
+
+
+def test_bad_inputs_raise_clear_errors(setup):
+    model, x, y = setup
+    sbs = SpectralBandShapley(model, 4)
+    with pytest.raises(ValueError, match="inputs"):
+        sbs.attribute(x - 1, target=y)
+    with pytest.raises(ValueError, match="target"):
+        sbs.attribute(x)
+    with pytest.raises(ValueError, match="target"):
+        sbs.attribute(x, target=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="target"):
+        sbs.attribute(x, target=9)
+    with pytest.raises(ValueError, match="num_bands"):
+        SpectralBandShapley(model, 13).attribute(x, target=y, method="exact")
+    with pytest.raises(ValueError, match="num_bands"):
+        SpectralBandShapley(model, 12).attribute(x, target=y)  # 12 rings do not fit a 16x16 l_inf spectrum
+    with pytest.raises(ValueError, match="baselines"):
+        sbs.attribute(x, "uniform", target=y)
+    with pytest.raises(ValueError, match="replacement"):
+        sbs.attribute(x[:1], "replacement", target=y[:1])
+    with pytest.raises(ValueError, match="labels"):
+        sbs.importance((x, torch.tensor([0, 1])), show_progress=False)
+    with pytest.raises(ValueError, match="target"):
+        sbs.importance(x, show_progress=False)
+
+
+def test_model_and_inputs_untouched(setup):
+    model, x, y = setup
+    model.train()
+    x = x.clone().requires_grad_(True)
+    before = x.detach().clone()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    SpectralBandShapley(model, 3).importance((x, y), baselines="gaussian", show_progress=False)
+    assert model.training and x.requires_grad and x.grad is None and torch.equal(x.detach(), before)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------- distributed (2 gloo ranks)
+def _distributed_worker(rank, world, port, x, y, out_dir):
+    import torch.distributed as dist
+
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        sbs = SpectralBandShapley(tiny_cnn(), 4)
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=3)
+        results = [sbs.importance((x, y), baselines="gaussian", seed=3, show_progress=False),
+                   sbs.importance(loader, method="sampled", n_samples=10, show_progress=False)]
+        torch.save([(r.values, r.stderr, r.num_images, r.rows_evaluated) for r in results],
+                   os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_distributed_two_gloo_ranks_equal_single_process(setup, tmp_path):
+    _, x, y = setup
+    mp.spawn(_distributed_worker, args=(2, _free_port(), x, y, str(tmp_path)), nprocs=2, join=True)
+    sbs = SpectralBandShapley(tiny_cnn(), 4)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=3)
+    single = [sbs.importance((x, y), baselines="gaussian", seed=3, show_progress=False),
+              sbs.importance(loader, method="sampled", n_samples=10, show_progress=False)]
+    for rank in (0, 1):
+        for (values, stderr, count, rows), expected in zip(torch.load(tmp_path / f"rank{rank}.pt"), single):
+            torch.testing.assert_close(values, expected.values, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(stderr, expected.stderr, rtol=1e-9, atol=1e-12)
+            assert count == expected.num_images == 5 and rows == expected.rows_evaluated
+
+
+# ---------------------------------------------------------------------------- embedded ResNet-18 (seed 004 Fig. 7)
+@pytest.mark.slow
+def test_trained_resnet18_values_largest_in_lowest_band(reference_model, cifar_samples):
+    # Per image the bands trade places; over the 20 samples band 0 (DC and the lowest quarter) leads:
+    # psi = [1.95, 0.25, 1.33, 0.63] for M = 4 (M = 8 costs 5120 rows, see examples/ and bench/).
+    x, y = cifar_samples
+    result = SpectralBandShapley(reference_model, 4).importance((x, y), batch_size=80, show_progress=False)
+    assert int(result.values.argmax()) == 0
+    assert result.values.sum().item() == pytest.approx(result.total_value, abs=1e-9)
+    assert result.rows_evaluated == 16 * 20
+
+
+@pytest.mark.slow
+def test_random_resnet18_reports_noise_flag(cifar_samples):
+    from freqplug.models import resnet18_cifar
+
+    x, y = cifar_samples
+    torch.manual_seed(0)
+    random_model = resnet18_cifar().eval()
+    result = SpectralBandShapley(random_model, 4).importance((x[:4], y[:4]), batch_size=64, show_progress=False)
+    assert result.values.abs().max() < 0.5  # an untrained net barely moves log Q
+    assert result.distinguishable == (result.p_value < 0.05)
+    assert ("NOT distinguishable" in result.message) == (not result.distinguishable)
