@@ -1,0 +1,10 @@
+"""freqplug.defenses: the low-pass defenses of seed 002 (Wang et al. 2020, §3.3).
+
+- D1 :class:`LowPassFilter`: ``model(low_high_split(x, r)[0])`` as an ``nn.Module``.
+- D2 :func:`low_pass_kernels`: a copy of the model with low-passed first convolution kernels.
+"""
+
+from .low_pass_input import LowPassFilter
+from .low_pass_kernels import low_pass_kernel_weights, low_pass_kernels
+
+__all__ = ["LowPassFilter", "low_pass_kernel_weights", "low_pass_kernels"]
