@@ -4,7 +4,7 @@ Public API: what this module exports. Subpackages: ``freqplug.spectral`` (the sp
 core), ``freqplug.models`` and ``freqplug.data`` (embedded reference model and images).
 """
 
-from . import attacks, attributions, compat, data, defenses, eval, models, spectral
+from . import attacks, attributions, compat, data, defenses, eval, models, spectral, training
 from ._version import __version__
 from .attributions import (
     BandImportance,
@@ -17,6 +17,7 @@ from .attacks import FrequencyMaskedAttack, HFAttack, attack_spectra, masked_noi
 from .compat import install_autoattack
 from .defenses import LowPassFilter, low_pass_kernels
 from .eval import AutoAttackResult, AutoAttackRunner, evaluate_frequency_robustness
+from .training import CSABank, CSAugment, JaFRLoss, JaFROutput
 from .spectral import (
     dct2,
     frequency_bias,
@@ -27,35 +28,40 @@ from .spectral import (
 )
 
 __all__ = [
-    "FrequencyMaskedAttack",
-    "HFAttack",
-    "LowPassFilter",
     "attack_spectra",
     "attacks",
-    "defenses",
-    "low_pass_kernels",
-    "masked_noise_table",
-    "plot_attack_spectra",
+    "attributions",
     "AutoAttackResult",
     "AutoAttackRunner",
-    "compat",
-    "eval",
-    "evaluate_frequency_robustness",
-    "install_autoattack",
     "BandImportance",
-    "FrequencyShapley",
-    "FrequencyShapleyResult",
-    "OccludedFrequency",
-    "SpectralBandShapley",
-    "__version__",
-    "attributions",
+    "compat",
+    "CSABank",
+    "CSAugment",
     "data",
     "dct2",
+    "defenses",
+    "eval",
+    "evaluate_frequency_robustness",
     "frequency_bias",
+    "FrequencyMaskedAttack",
+    "FrequencyShapley",
+    "FrequencyShapleyResult",
+    "HFAttack",
     "idct2",
+    "install_autoattack",
+    "JaFRLoss",
+    "JaFROutput",
     "low_high_split",
+    "low_pass_kernels",
+    "LowPassFilter",
+    "masked_noise_table",
     "models",
+    "OccludedFrequency",
+    "plot_attack_spectra",
     "relative_change_dct",
     "spectral",
     "spectral_robustness_score",
+    "SpectralBandShapley",
+    "training",
+    "__version__",
 ]
