@@ -38,7 +38,8 @@ from .._validation import (
     check_positive_int,
 )
 from .._version import __version__
-from ..spectral import Players, apply_spectral_mask, make_players
+from ..attributions.frequency_shapley import negative_frequency_mask, reconstruct_from_mask
+from ..spectral import Players, make_players
 
 __all__ = ["CSABank", "CSAugment"]
 
@@ -174,9 +175,8 @@ def nfc_images(x: torch.Tensor, shapley_map: torch.Tensor) -> torch.Tensor:
     n, c, h, w = x.shape
     if tuple(shapley_map.shape) != (n, h, w):
         raise ValueError(f"the attribution must return a Shapley map of shape {(n, h, w)}, got {tuple(shapley_map.shape)}")
-    mask = shapley_map.detach() < 0
-    mask[:, 0, 0] = False  # DC is never an NFC (always present in the game)
-    return apply_spectral_mask(x, mask.to(x.device))
+    # DC is excluded: it is always present in the game, never a player
+    return reconstruct_from_mask(x, negative_frequency_mask(shapley_map.detach()).to(x.device), include_dc=False)
 
 
 # ---------------------------------------------------------------------- bank
