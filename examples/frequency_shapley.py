@@ -3,9 +3,9 @@
 For a few CIFAR-10 sample images: the Shapley value of every frequency patch for the softmax
 probability of the true class (the paper's game, 16x16 patch grid), shown as a centered
 heatmap; the images rebuilt from the positive (PFC) and negative (NFC) frequency components;
-and the average Shapley value per radius. Writes PNGs to --out (default ./freqplug-examples/).
+and the average Shapley value per radius. Writes PNGs to out_dir (default ./freqplug-examples/).
 
-Run: .venv/bin/python examples/frequency_shapley.py [--images 4] [--n-samples 8]
+Run: .venv/bin/python examples/frequency_shapley.py [out_dir] [--images 4] [--n-samples 8]
 """
 
 import argparse
@@ -27,7 +27,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--n-samples", type=int, default=8, help="antithetic permutations per image")
-    parser.add_argument("--out", type=Path, default=Path("freqplug-examples"))
+    parser.add_argument("out", nargs="?", type=Path, default=Path("freqplug-examples"),
+                        help="output folder (default: %(default)s)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 

@@ -1,0 +1,21 @@
+import subprocess
+import sys
+
+import freqplug
+
+
+def test_every_public_name_resolves():
+    missing = [name for name in freqplug.__all__ if not hasattr(freqplug, name)]
+    assert not missing
+    for name in ("FrequencyShapley", "OccludedFrequency", "SpectralBandShapley", "HFAttack", "FrequencyMaskedAttack",
+                 "LowPassFilter", "JaFRLoss", "CSABank", "CSAugment", "AutoAttackRunner", "install_autoattack",
+                 "low_high_split", "frequency_bias", "spectral_robustness_score"):
+        assert name in freqplug.__all__
+
+
+def test_import_is_lazy_about_robustbench_and_autoattack():
+    code = ("import sys, freqplug; "
+            "print(sorted(m for m in ('robustbench', 'pyautoattack', 'autoattack', 'timm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
