@@ -292,6 +292,12 @@ def test_model_mode_and_user_tensors_untouched(data, exact):
     model.eval()
     CSABank.build(model, x, y, per_class=1, attribution=attribution, show_progress=False)
     assert not model.training
+    # per-module modes survive too (e.g. a frozen submodule in eval inside a training model)
+    model.train()
+    frozen = next(iter(model.children()))
+    frozen.eval()
+    CSABank.build(model, x, y, per_class=1, attribution=attribution, show_progress=False)
+    assert model.training and not frozen.training
 
 
 def test_bad_inputs_raise_clear_errors(data, exact):

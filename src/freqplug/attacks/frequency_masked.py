@@ -12,11 +12,13 @@ components of the image's frequency Shapley values (PFC / NFC, eq. 11), or any u
 
 from __future__ import annotations
 
+from .._state import preserved_module_modes
 from typing import Any, Callable, Dict, Optional, Union
 
 import torch
 from torchattacks.attack import Attack
 
+from .._state import preserved_module_modes
 from .._validation import check_choice, check_images, check_labels, check_number, check_positive_int
 from ..spectral import apply_spectral_mask, is_conjugate_symmetric, radial_mask
 from .hf_attack import _RestoresModes
@@ -272,8 +274,7 @@ def masked_noise_table(model, attack: Attack, x: torch.Tensor, y: torch.Tensor, 
     names = {"low": "x+delta_low", "high": "x+delta_high", "positive": "x+delta_PFC", "negative": "x+delta_NFC"}
     for kind in masks:
         check_choice(kind, "masks", tuple(names))
-    modes = [(module, module.training) for module in model.modules()]
-    try:
+    with preserved_module_modes(model):
         adv = attack(x, y).detach()
         delta = adv - x
         table = {"x": _error_rate(model, x, y, batch_size), "x+delta": _error_rate(model, adv, y, batch_size)}
@@ -290,9 +291,6 @@ def masked_noise_table(model, attack: Attack, x: torch.Tensor, y: torch.Tensor, 
             if project:
                 delta_masked = delta_masked.clamp(-masked.eps, masked.eps)
             table[names[kind]] = _error_rate(model, (x + delta_masked).clamp(0, 1), y, batch_size)
-    finally:
-        for module, training in modes:
-            module.training = training
     return table
 
 

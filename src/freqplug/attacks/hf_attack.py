@@ -8,6 +8,7 @@ only (no gradients), and evaluates many (image, radius) candidates per forward c
 
 from __future__ import annotations
 
+from .._state import preserved_module_modes
 import math
 from typing import List, Optional
 
@@ -15,6 +16,7 @@ import torch
 from torchattacks.attack import Attack
 from tqdm.auto import tqdm
 
+from .._state import preserved_module_modes
 from .._validation import check_images, check_labels, check_number, check_positive_int
 from ..spectral import apply_spectral_mask, frequency_radius, radial_mask
 
@@ -30,12 +32,8 @@ class _RestoresModes(Attack):
     """
 
     def __call__(self, inputs, labels=None, *args, **kwargs):
-        modes = [(module, module.training) for module in self.model.modules()]
-        try:
+        with preserved_module_modes(self.model):
             return super().__call__(inputs, labels, *args, **kwargs)
-        finally:
-            for module, training in modes:
-                module.training = training
 
     def _model_dtype(self, fallback: torch.dtype) -> torch.dtype:
         for parameter in self.model.parameters():

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from .._state import preserved_module_modes
 from typing import Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from torchattacks.attack import Attack
 
+from .._state import preserved_module_modes
 from .._validation import check_images, check_labels
 from ..spectral import relative_change_dct, spectral_snr
 
@@ -36,9 +38,8 @@ def attack_spectra(model, attacks: AttacksSpec, x: torch.Tensor, y: torch.Tensor
     check_images(x, "x")
     check_labels(y, "y", x.shape[0])
     named = _named_attacks(attacks)
-    modes = [(module, module.training) for module in model.modules()]
     results = {}
-    try:
+    with preserved_module_modes(model):
         for name, attack in named.items():
             adv = attack(x, y).detach().to(device=x.device, dtype=x.dtype)
             delta = adv - x
@@ -53,9 +54,6 @@ def attack_spectra(model, attacks: AttacksSpec, x: torch.Tensor, y: torch.Tensor
                 "error_rate": error,
                 "linf": float(delta.abs().max()),
             }
-    finally:
-        for module, training in modes:
-            module.training = training
     return results
 
 

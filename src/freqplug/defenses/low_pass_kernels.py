@@ -34,6 +34,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from .._state import preserved_module_modes
 from .._validation import check_choice, check_number, check_positive_int
 from ..spectral import apply_spectral_mask, radial_mask
 
@@ -149,16 +150,13 @@ def _trace_input_sizes(model: nn.Module, convs: List[nn.Conv2d], input_size) -> 
     parameter = next(model.parameters(), None)
     dtype = parameter.dtype if parameter is not None else torch.float32
     device = parameter.device if parameter is not None else None
-    modes = [(module, module.training) for module in model.modules()]
     try:
-        model.eval()  # a zeros batch of one must not touch BatchNorm running statistics
-        with torch.no_grad():
+        with preserved_module_modes(model), torch.no_grad():
+            model.eval()  # a zeros batch of one must not touch BatchNorm running statistics
             model(torch.zeros(1, *input_size, dtype=dtype, device=device))
     finally:
         for hook in hooks:
             hook.remove()
-        for module, training in modes:
-            module.training = training
     missing = [index for index in range(len(convs)) if index not in sizes]
     if missing:
         raise ValueError(f"convolutions {missing} were not called by a forward pass of the model")

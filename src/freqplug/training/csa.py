@@ -30,6 +30,7 @@ from typing import Callable, Dict, Iterable, Optional, Union
 import torch
 from torch import nn
 
+from .._state import preserved_module_modes
 from .._validation import (
     check_choice,
     check_images,
@@ -343,28 +344,26 @@ class CSABank:
 
             progress = tqdm(total=total, desc="CSA bank (frequency Shapley)", unit="img",
                             initial=sum(d.shape[0] for d in done))
-        was_training = model.training if isinstance(model, nn.Module) else None
         try:
-            if isinstance(model, nn.Module):
-                model.eval()
-            for chunk, start in enumerate(starts):
-                if chunk < len(done):
-                    continue
-                xb = chosen_x[start:start + batch_size]
-                yb = chosen_y[start:start + batch_size].to(xb.device)
-                with torch.no_grad():
-                    phi = compute(xb, yb)
-                done.append(nfc_images(xb, phi.to(xb.device)).detach().to("cpu", torch.float32))
-                if checkpoint_path is not None:
-                    _atomic_torch_save({"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint,
-                                        "nfc_images": torch.cat(done)}, checkpoint_path)
-                if progress is not None:
-                    progress.update(xb.shape[0])
+            with preserved_module_modes(model):
+                if isinstance(model, nn.Module):
+                    model.eval()
+                for chunk, start in enumerate(starts):
+                    if chunk < len(done):
+                        continue
+                    xb = chosen_x[start:start + batch_size]
+                    yb = chosen_y[start:start + batch_size].to(xb.device)
+                    with torch.no_grad():
+                        phi = compute(xb, yb)
+                    done.append(nfc_images(xb, phi.to(xb.device)).detach().to("cpu", torch.float32))
+                    if checkpoint_path is not None:
+                        _atomic_torch_save({"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint,
+                                            "nfc_images": torch.cat(done)}, checkpoint_path)
+                    if progress is not None:
+                        progress.update(xb.shape[0])
         finally:
             if progress is not None:
                 progress.close()
-            if was_training is not None:
-                model.train(was_training)
         bank = cls(torch.cat(done), chosen_y, settings, player_map)
         if checkpoint_path is not None and checkpoint_path.exists():
             checkpoint_path.unlink()
