@@ -36,6 +36,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 import torch
 from torch import nn
 
+from .._state import preserved_module_modes
 from .._validation import check_choice, check_images, check_labels, check_number, check_positive_int
 
 __all__ = [
@@ -369,17 +370,15 @@ def _owned_state_preserved(model: nn.Module, device: torch.device):
     Freezing the parameters keeps attacks that call ``loss.backward()`` from writing ``.grad``
     of the caller's model; the backends reseed torch's RNG, so it is forked.
     """
-    training = model.training
     flags = [(p, p.requires_grad) for p in model.parameters()]
     devices = [device] if device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=devices):
+        with preserved_module_modes(model), torch.random.fork_rng(devices=devices):
             model.eval()
             for parameter, _ in flags:
                 parameter.requires_grad_(False)
             yield
     finally:
-        model.train(training)
         for parameter, flag in flags:
             parameter.requires_grad_(flag)
 
