@@ -188,26 +188,36 @@ class KernelDesign(Design):
 
 
 def exact_design_values(num_players: int) -> torch.Tensor:
-    """All 2^P coalitions (2^P, P) in binary order (for exact Shapley in tests and small games)."""
+    """All 2^P coalitions (2^P, P) in binary order: row c holds the bits of c (player i <-> bit i)."""
     if num_players > 20:
         raise ValueError("exact enumeration is limited to 20 players")
     codes = torch.arange(2**num_players)
     return (codes[:, None] >> torch.arange(num_players)) & 1 == 1
 
 
-def exact_shapley(values: torch.Tensor, num_players: int) -> torch.Tensor:
-    """Exact Shapley values from game values (..., 2^P) on the coalitions of :func:`exact_design_values`.
+def exact_shapley_weights(num_players: int) -> torch.Tensor:
+    """Matrix W (2^P, P), float64, with phi = v @ W for the values v (..., 2^P) of all coalitions.
 
-    phi_i = sum over S not containing i of |S|! (P - |S| - 1)! / P! * (v(S + i) - v(S)).
+    ``W[S, i] = (|S|-1)! (P-|S|)! / P!`` if i is in S and ``-|S|! (P-|S|-1)! / P!`` otherwise
+    (seed 000 eq. 5, seed 004 eq. 3): every column sums to 0, so a constant added to v (such as
+    v(empty)) does not change phi.
     """
     p = num_players
-    codes = torch.arange(2**p)
-    sizes = ((codes[:, None] >> torch.arange(p)) & 1).sum(1)
-    weights = torch.tensor([math.factorial(s) * math.factorial(p - s - 1) / math.factorial(p) for s in range(p)],
-                           dtype=torch.float64)
-    values = values.to(torch.float64)
-    out = []
-    for i in range(p):
-        without = codes[(codes >> i) & 1 == 0]
-        out.append(((values[..., without | (1 << i)] - values[..., without]) * weights[sizes[without]]).sum(-1))
-    return torch.stack(out, dim=-1)
+    table = exact_design_values(p)
+    size = table.sum(1)
+    weight = torch.tensor([math.factorial(s) * math.factorial(p - s - 1) / math.factorial(p) for s in range(p)],
+                          dtype=torch.float64)
+    with_i = weight[(size - 1).clamp(min=0)][:, None].expand(-1, p)
+    without_i = weight[size.clamp(max=p - 1)][:, None].expand(-1, p)
+    return torch.where(table, with_i, -without_i)
+
+
+def exact_shapley(values: torch.Tensor, num_players: int) -> torch.Tensor:
+    """Exact Shapley values (..., P) from game values (..., 2^P) on :func:`exact_design_values`."""
+    return values.to(torch.float64) @ exact_shapley_weights(num_players).to(values.device)
+
+
+def antithetic_permutations(num_players: int, num_pairs: int, generator: torch.Generator) -> torch.Tensor:
+    """(2 * num_pairs, P) permutations: each random permutation followed by its reverse."""
+    forward = torch.stack([torch.randperm(num_players, generator=generator) for _ in range(num_pairs)])
+    return torch.stack([forward, forward.flip(-1)], dim=1).reshape(2 * num_pairs, num_players)

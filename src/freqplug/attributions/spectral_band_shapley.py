@@ -41,6 +41,7 @@ from ..spectral import (
     spectral_importance_distribution,
     spectral_robustness_score,
 )
+from ._estimators import antithetic_permutations, exact_design_values, exact_shapley_weights
 
 #: Largest M evaluated exactly (2^12 = 4096 coalitions per image); larger M are sampled.
 MAX_EXACT_BANDS = 12
@@ -50,39 +51,6 @@ OUTPUTS = ("log_softmax", "identity")
 
 
 # ---------------------------------------------------------------------------- Shapley algebra
-def all_coalitions(num_players: int) -> Tensor:
-    """Every coalition as a bool table (2^M, M); row c holds the bits of c (player i <-> bit i)."""
-    codes = torch.arange(2 ** num_players)
-    return ((codes[:, None] >> torch.arange(num_players)) & 1).bool()
-
-
-def exact_shapley_weights(num_players: int) -> Tensor:
-    """Matrix W (2^M, M), float64, with ψ = v @ W for values v (..., 2^M) of all coalitions (eq. 3).
-
-    ``W[S, i] = (|S|-1)! (M-|S|)! / M!`` if i ∈ S and ``-|S|! (M-|S|-1)! / M!`` otherwise, so every
-    column sums to 0 (ψ ignores the constant C of eq. 7) and each row of ``W`` sums the
-    marginal contributions of eq. 3 exactly once.
-    """
-    m = num_players
-    table = all_coalitions(m)
-    size = table.sum(1)
-    weight = torch.tensor([math.factorial(s) * math.factorial(m - s - 1) / math.factorial(m) for s in range(m)],
-                          dtype=torch.float64)
-    with_i = weight[(size - 1).clamp(min=0)][:, None].expand(-1, m)
-    without_i = weight[size.clamp(max=m - 1)][:, None].expand(-1, m)
-    return torch.where(table, with_i, -without_i)
-
-
-def antithetic_permutations(num_players: int, num_pairs: int, generator: torch.Generator) -> Tensor:
-    """(2 * num_pairs, M) permutations: each random permutation followed by its reverse.
-
-    TODO(lead): switch to the shared estimators of ``freqplug.attributions`` (FrequencyShapley)
-    once they are final; this small local version keeps the sampled mode self-contained.
-    """
-    forward = torch.stack([torch.randperm(num_players, generator=generator) for _ in range(num_pairs)])
-    return torch.stack([forward, forward.flip(-1)], dim=1).reshape(2 * num_pairs, num_players)
-
-
 def _prefix_codes(permutations: Tensor) -> Tensor:
     """Integer codes (R, M+1) of the prefix coalitions of each permutation (empty ... full)."""
     bits = torch.ones((), dtype=torch.long) << permutations  # (R, M)
@@ -358,7 +326,7 @@ class SpectralBandShapley(PerturbationAttribution):
             def exact(values: Tensor):
                 return values @ weights, None, values[:, -1] - values[:, 0]
 
-            return all_coalitions(m), exact
+            return exact_design_values(m), exact
         check_positive_int(n_samples, "n_samples", minimum=2)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"`seed` must be an int, got {type(seed).__name__}")
