@@ -30,7 +30,7 @@ from torch import nn
 
 from freqplug import FrequencyShapley
 from freqplug.attributions._estimators import exact_design_values, exact_shapley
-from freqplug.data import sample_images
+from freqplug.data import digits, sample_images
 from freqplug.models import cifar10_resnet18
 from freqplug.spectral import Players, conjugate_pair_players, frequency_radius, radial_band_players, render_coalitions, rfft2
 
@@ -39,13 +39,7 @@ TARGET_ERROR = 0.05
 
 # ------------------------------------------------------------------------------ data and model
 def digits_data():
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
-    x = F.interpolate(x, size=32, mode="bilinear", align_corners=False).clamp(0, 1)
-    y = torch.tensor(digits.target)
-    return x, y
+    return digits(32)
 
 
 def train_cnn(x, y, seed=0, epochs=4):

@@ -22,16 +22,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchattacks
-from sklearn.datasets import load_digits
+from freqplug.data import digits as digits_images
 
 from freqplug.training import CSABank, CSAugment
 
 
 def digits(size=16, seed=0):
-    data = load_digits()
-    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16
-    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False).clamp(0, 1)
-    y = torch.tensor(data.target)
+    x, y = digits_images(size)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     return (x[perm[:1200]], y[perm[:1200]]), (x[perm[1200:]], y[perm[1200:]])
 

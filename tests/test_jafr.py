@@ -222,12 +222,9 @@ def test_bad_inputs_raise_clear_errors(batch):
 
 
 def _digits(size=16):
-    from sklearn.datasets import load_digits
+    from freqplug.data import digits
 
-    digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16
-    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False).clamp(0, 1)
-    return x, torch.tensor(digits.target)
+    return digits(size)
 
 
 def test_jafr_raises_low_frequency_bias_on_real_digits():

@@ -9,7 +9,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-__all__ = ["DATASETS", "CIFAR10_CLASSES", "foolbox_data_dir", "sample_images"]
+__all__ = ["DATASETS", "CIFAR10_CLASSES", "digits", "foolbox_data_dir", "sample_images"]
 
 #: dataset name -> (file prefix, image extension)
 DATASETS = {
@@ -80,3 +80,28 @@ def sample_images(dataset: str = "cifar10", *, size: Optional[int] = None,
         images.append(torch.from_numpy(array.transpose(2, 0, 1).copy()))
         labels.append(int(path.stem.split("_")[-1]))
     return torch.stack(images).to(dtype), torch.tensor(labels, dtype=torch.long)
+
+
+def digits(size: int = 32, *, dtype: torch.dtype = torch.float32) -> Tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's 1,797 real handwritten digits, upsampled: the small real data set of the benches.
+
+    Provenance: ``sklearn.datasets.load_digits`` (the UCI optical digits, 8x8 grey images shipped
+    inside scikit-learn; no download). Pixel values 0..16 are scaled to [0, 1] and upsampled
+    bilinearly to ``size x size``.
+
+    Returns:
+        ``(x, y)``: images (1797, 1, size, size) in [0, 1] and labels (1797,) int64 in 0..9.
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ModuleNotFoundError as error:  # pragma: no cover - depends on the environment
+        raise ModuleNotFoundError(
+            "freqplug.data.digits needs scikit-learn, which ships the digits; install it with "
+            "`pip install scikit-learn` (or `pip install freqplug[bench]`)"
+        ) from error
+    import torch.nn.functional as F
+
+    data = load_digits()
+    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False).clamp(0, 1)
+    return x.to(dtype), torch.tensor(data.target, dtype=torch.long)
