@@ -206,6 +206,7 @@ def report_game(name, games, references, num_players, repeats, quick):
         "freqplug antithetic": (lambda g, b, s: freqplug_estimate(g, "antithetic", b, s), [2 * k for k in scale]),
         "freqplug permutation": (lambda g, b, s: freqplug_estimate(g, "permutation", b, s), scale),
         "freqplug kernel": (lambda g, b, s: freqplug_estimate(g, "kernel", b, s), [4 * p * k for k in scale]),
+        "freqplug owen": (lambda g, b, s: freqplug_estimate(g, "owen", b, s), [2 * k for k in scale]),
         "captum ShapleyValueSampling": (captum_estimate, scale),
         "shap PermutationExplainer": (shap_estimate, [(2 * p + 1) * k for k in scale]),
     }

@@ -26,7 +26,7 @@ def exact_values(model, x, target, players):
     return exact_shapley(v - v[:, :1], players.num_players)
 
 
-@pytest.mark.parametrize("estimator,n_samples", [("permutation", 3), ("antithetic", 4), ("kernel", 200)])
+@pytest.mark.parametrize("estimator,n_samples", [("permutation", 3), ("antithetic", 4), ("kernel", 200), ("owen", 4)])
 def test_efficiency_per_image(estimator, n_samples):
     x = images()
     model = tiny_cnn()
@@ -60,7 +60,7 @@ def test_linear_model_values_are_exact_for_every_estimator():
     components = coalition_images(x, players, one_hot) - coalition_images(x, players, torch.zeros(1, p, dtype=torch.bool))
     with torch.no_grad():
         expected = (model(components.flatten(0, 1)) - model[1].bias).reshape(2, p, 3)[:, :, 2]
-    for estimator, n_samples in [("permutation", 1), ("antithetic", 2), ("kernel", 4 * p)]:
+    for estimator, n_samples in [("permutation", 1), ("antithetic", 2), ("kernel", 4 * p), ("owen", 2)]:
         result = FrequencyShapley(model).attribute(x, target=2, n_samples=n_samples, estimator=estimator, seed=1,
                                                    return_result=True)
         assert torch.allclose(result.values, expected, atol=1e-10), estimator
@@ -73,7 +73,8 @@ def test_converges_to_exact_values():
     exact = exact_values(model, x, torch.tensor([0, 3]), players)
     fs = FrequencyShapley(model)
     errors = {}
-    for estimator, budgets in [("antithetic", (2, 200)), ("permutation", (2, 200)), ("kernel", (16, 2000))]:
+    for estimator, budgets in [("antithetic", (2, 200)), ("permutation", (2, 200)), ("kernel", (16, 2000)),
+                               ("owen", (2, 200))]:
         errs = []
         for budget in budgets:
             phi = fs.attribute(x, target=torch.tensor([0, 3]), players=players, n_samples=budget,
@@ -93,6 +94,22 @@ def test_standard_errors_cover_the_error():
                                                seed=0, return_result=True)
     z = ((result.values - exact).abs() / result.stderr).max()
     assert z < 5
+
+
+def test_owen_is_exact_for_pairwise_games_and_counts_evaluations():
+    """Antithetic Owen sampling is exact for games with interactions of order <= 2."""
+    from freqplug.attributions._estimators import OwenDesign
+
+    p = 6
+    g = torch.Generator().manual_seed(0)
+    linear, pairwise = torch.randn(p, generator=g, dtype=torch.float64), torch.randn(p, p, generator=g, dtype=torch.float64)
+    pairwise = torch.triu(pairwise, 1)
+    design = OwenDesign(p, 2, torch.Generator().manual_seed(1))
+    z = design.coalitions(torch.arange(design.num_coalitions)).double()
+    values = z @ linear + ((z @ pairwise) * z).sum(1)
+    exact = linear + 0.5 * (pairwise + pairwise.T).sum(1)
+    assert design.num_coalitions == 2 + 2 * (p + 1)
+    assert torch.allclose(design.estimate(values[None]).values[0], exact, atol=1e-12)
 
 
 def test_targets_int_list_tensor_agree_with_per_example_runs():

@@ -19,6 +19,14 @@ Estimators (seed 000 eq. 5 is the quantity; the paper samples it with plain perm
     Paired KernelSHAP (Lundberg & Lee 2017; Covert & Lee 2021): ``n_samples`` coalitions drawn
     from the Shapley kernel, each with its complement, solved by least squares under the
     efficiency constraint; standard errors by bootstrap over the pairs.
+``owen``
+    Stratified antithetic Owen sampling (Okhrati & Lipani 2021): phi_i is the integral over
+    q in [0, 1] of E[v(S + i) - v(S - i)] with S ~ Bernoulli(q)^P (Owen's multilinear extension).
+    ``n_samples`` coalitions S on a stratified grid of q, each paired with its complement
+    (q -> 1 - q), and every single-player toggle of each: ``2 + n_samples * (P + 1)``
+    evaluations. Exact for interactions of order <= 2 like ``antithetic``; stratifying q removes
+    the variance due to coalition size. The efficiency gap is then spread over the players in
+    proportion to their sampling variance, so the result is efficient too.
 
 Each permutation-type sample satisfies efficiency exactly: its P marginal contributions
 telescope to v(N) - v(empty).
@@ -34,7 +42,7 @@ import torch
 
 from .._validation import check_choice, check_positive_int
 
-ESTIMATORS = ("antithetic", "permutation", "kernel")
+ESTIMATORS = ("antithetic", "permutation", "kernel", "owen")
 
 
 def make_design(estimator: str, num_players: int, n_samples: int, generator: torch.Generator) -> "Design":
@@ -44,6 +52,8 @@ def make_design(estimator: str, num_players: int, n_samples: int, generator: tor
         raise ValueError("the game needs at least one player")
     if estimator == "kernel":
         return KernelDesign(num_players, n_samples, generator)
+    if estimator == "owen":
+        return OwenDesign(num_players, n_samples, generator)
     return PermutationDesign(num_players, n_samples, generator, antithetic=estimator == "antithetic")
 
 
@@ -185,6 +195,52 @@ class KernelDesign(Design):
             boot.append(self._solve(z[rows], targets[rows], full - empty))
         stderr = torch.stack(boot).std(dim=0, unbiased=True)
         return Estimate(phi, stderr, pairs)
+
+
+class OwenDesign(Design):
+    """Coalitions: 0 = empty, 1 = all, then for sample s the index ``2 + s * (P + 1)`` holds S_s and
+    ``2 + s * (P + 1) + 1 + i`` holds S_s with player i toggled; samples come in (S, complement) pairs."""
+
+    def __init__(self, num_players: int, n_samples: int, generator: torch.Generator):
+        p = self.num_players = num_players
+        n_samples += n_samples % 2
+        self.n_samples = n_samples
+        pairs = n_samples // 2
+        # one q per stratum [k/K, (k+1)/K) of [0, 1], jittered inside it
+        q = (torch.arange(pairs, dtype=torch.float64) + torch.rand(pairs, generator=generator, dtype=torch.float64)) / pairs
+        chosen = torch.rand(pairs, p, generator=generator, dtype=torch.float64) < q[:, None]
+        self.base = torch.stack([chosen, ~chosen], dim=1).reshape(n_samples, p)
+        self.num_coalitions = 2 + n_samples * (p + 1)
+
+    def coalitions(self, index: torch.Tensor) -> torch.Tensor:
+        p = self.num_players
+        offset = (index - 2).clamp_min(0)
+        sample, position = offset // (p + 1), offset % (p + 1)
+        chosen = self.base.to(index.device)[sample.clamp(max=self.n_samples - 1)].clone()
+        toggle = position > 0
+        rows = toggle.nonzero().squeeze(1)
+        chosen[rows, position[rows] - 1] ^= True
+        chosen[index == 0] = False
+        chosen[index == 1] = True
+        return chosen
+
+    def estimate(self, values: torch.Tensor) -> Estimate:
+        n, p, m = values.shape[0], self.num_players, self.n_samples
+        values = values.to(torch.float64)
+        empty, full = values[:, 0], values[:, 1]
+        grid = values[:, 2:].reshape(n, m, p + 1)
+        base, toggled = grid[:, :, :1], grid[:, :, 1:]
+        inside = self.base.to(values.device)[None]  # (1, m, P): player i in S_s
+        marginals = torch.where(inside, base - toggled, toggled - base)  # v(S + i) - v(S - i)
+        samples = marginals.reshape(n, m // 2, 2, p).mean(dim=2)  # antithetic pair averages
+        estimate = _mean_and_stderr(samples)
+        # spread the efficiency gap in proportion to each player's sampling variance
+        gap = (full - empty) - estimate.values.sum(dim=1)
+        variance = estimate.stderr.nan_to_num(0.0) ** 2
+        total = variance.sum(dim=1, keepdim=True)
+        share = torch.where(total > 0, variance / torch.where(total > 0, total, torch.ones_like(total)),
+                            torch.full_like(variance, 1.0 / p))
+        return Estimate(estimate.values + share * gap[:, None], estimate.stderr, estimate.num_samples)
 
 
 def exact_design_values(num_players: int) -> torch.Tensor:

@@ -33,7 +33,7 @@ from ..spectral import (
 from ._estimators import ESTIMATORS, make_design
 from ._forward import format_forward_args, run_rows, validate_target
 
-DEFAULT_N_SAMPLES = {"antithetic": 10, "permutation": 10, "kernel": None}
+DEFAULT_N_SAMPLES = {"antithetic": 10, "permutation": 10, "kernel": None, "owen": 10}
 
 
 @dataclass
