@@ -123,7 +123,7 @@ class FrequencyShapley(PerturbationAttribution):
             additional_forward_args: passed to ``forward_func`` after the images; tensors whose first
                 dim is N are indexed per example.
             n_samples: the budget: permutations for ``"permutation"``/``"antithetic"`` (Captum's meaning;
-                default 10), coalitions for ``"kernel"`` (default 8 per player).
+                default 10), coalitions for ``"kernel"`` (default 8 per player) and ``"owen"`` (default 10).
             perturbations_per_eval: masked images per forward call (rows of several images and
                 permutations are batched together); bounds memory. Note: Captum's argument of this
                 name counts perturbations *per example*; here it counts images per call.
@@ -133,7 +133,8 @@ class FrequencyShapley(PerturbationAttribution):
                 (radial rings), a :class:`~freqplug.spectral.Players`, or an integer tensor (H, W) in
                 ``torch.fft.fft2`` layout with ids 0..P-1 and -1 for always-present bins (DC must be -1;
                 the map must be conjugate-closed).
-            estimator: ``"antithetic"`` (default), ``"permutation"`` (the paper's), ``"kernel"``.
+            estimator: ``"antithetic"`` (default), ``"permutation"`` (the paper's), ``"kernel"``, ``"owen"``
+                (see ``freqplug.attributions._estimators`` for each design).
             seed: seeds the sampling; the same seed gives the same result.
             return_result: return a :class:`FrequencyShapleyResult` instead of the attribution tensor.
 
@@ -142,7 +143,8 @@ class FrequencyShapley(PerturbationAttribution):
             player's Shapley value (Captum's feature-mask convention), or the full result.
 
         Model evaluations: ``N * K`` masked images, ``K = 2 + n_samples * (P - 1)`` for the permutation
-        estimators and ``2 + n_samples`` for ``kernel``; forward calls: ``ceil(N * K / perturbations_per_eval)``.
+        estimators, ``2 + n_samples`` for ``kernel`` and ``2 + n_samples * (P + 1)`` for ``owen``;
+        forward calls: ``ceil(N * K / perturbations_per_eval)``.
         """
         check_images(inputs, "inputs")
         check_positive_int(perturbations_per_eval, "perturbations_per_eval")
