@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(PY) -m freqplug smoke
+	$(VENV)/bin/freqplug profile --out freqplug-report
 
 test: install
 	$(PY) -m pytest -q

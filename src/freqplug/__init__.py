@@ -1,10 +1,12 @@
 """freqplug: which frequencies does your image classifier rely on?
 
-Public API: what this module exports. Subpackages: ``freqplug.spectral`` (the spectral
-core), ``freqplug.models`` and ``freqplug.data`` (embedded reference model and images).
+Public API: what this module exports. Subpackages: ``spectral`` (the spectral core, the one
+place where Fourier/DCT work lives), ``attributions``, ``attacks``, ``defenses``, ``training``
+(hooks for training loops), ``eval`` (AutoAttack and RobustBench), ``compat``, ``report``
+(``freqplug profile``), ``models`` and ``data`` (embedded reference model and images), ``cli``.
 """
 
-from . import attacks, attributions, compat, data, defenses, eval, models, spectral, training
+from . import attacks, attributions, compat, data, defenses, eval, models, report, spectral, training
 from ._version import __version__
 from .attributions import (
     BandImportance,
@@ -17,6 +19,7 @@ from .attacks import FrequencyMaskedAttack, HFAttack, attack_spectra, masked_noi
 from .compat import install_autoattack
 from .defenses import LowPassFilter, low_pass_kernels
 from .eval import AutoAttackResult, AutoAttackRunner, evaluate_frequency_robustness
+from .report import ProfileResult, profile
 from .training import CSABank, CSAugment, JaFRLoss, JaFROutput
 from .spectral import (
     dct2,
@@ -58,7 +61,10 @@ __all__ = [
     "models",
     "OccludedFrequency",
     "plot_attack_spectra",
+    "profile",
+    "ProfileResult",
     "relative_change_dct",
+    "report",
     "spectral",
     "spectral_robustness_score",
     "SpectralBandShapley",
