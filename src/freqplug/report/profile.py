@@ -296,14 +296,14 @@ def _stage_frequency_shapley(ctx):
 
 
 def _stage_frequency_bias(ctx):
-    from ..spectral import frequency_bias
+    from ..spectral import centered_fft2, frequency_bias
 
     idx = _dist.shard_indices(ctx.n)
     jac = input_jacobians(ctx.model, ctx.x[idx], ctx.y[idx], ctx.batch_size, ctx.device)
     jac = _dist.gather_per_example(idx, jac, ctx.n)
     if jac is None:
         return None
-    spectrum = torch.fft.fftshift(torch.fft.fft2(jac).abs().mean(dim=(0, 1)))  # for display only
+    spectrum = centered_fft2(jac).abs().mean(dim=(0, 1))  # for display only
     return {"metrics": {"b_low": float(frequency_bias(jac))}, "arrays": {"jacobian_spectrum": spectrum}}
 
 
