@@ -42,6 +42,7 @@ from ..spectral import (
     spectral_robustness_score,
 )
 from ._estimators import antithetic_permutations, exact_design_values, exact_shapley_weights
+from ._forward import rows_forward_args
 
 #: Largest M evaluated exactly (2^12 = 4096 coalitions per image); larger M are sampled.
 MAX_EXACT_BANDS = 12
@@ -384,8 +385,8 @@ class SpectralBandShapley(PerturbationAttribution):
         values = torch.empty(n, coalitions.shape[0], dtype=torch.float64)
         for image_index, coalition_index, images in iter_coalition_images(
                 x, players, coalitions, chunk_size=rows_per_call, baseline_fill=fill):
-            call_args = _rows_args(args, image_index, n)
-            output = self.forward_func(images, *call_args) if call_args else self.forward_func(images)
+            call_args = rows_forward_args(args, image_index, n) or ()
+            output = self.forward_func(images, *call_args)
             values[image_index.cpu(), coalition_index.cpu()] = self._select(output, targets, image_index).cpu()
             bar.update(int(image_index.numel()))
         return values
@@ -574,14 +575,6 @@ def _target_tensor(target: Any, n: int, device) -> Optional[Tensor]:
     if int(target.min()) < 0:
         raise ValueError(f"`target` must hold class indices >= 0, got {int(target.min())}")
     return target.to(device=device, dtype=torch.long)
-
-
-def _rows_args(args: Optional[Tuple], image_index: Tensor, n: int) -> Tuple:
-    """Expand per-image extra forward arguments to the coalition rows (Captum's expansion)."""
-    if not args:
-        return ()
-    return tuple(a[image_index.to(a.device)] if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == n else a
-                 for a in args)
 
 
 def _data_length(data: Any) -> Optional[int]:
