@@ -1,7 +1,14 @@
+import os
 import socket
 
-import pytest
-import torch
+# Cap threads before torch starts its pools: tests that spawn worker processes (torch.distributed,
+# the CLI) would otherwise run 2-3 processes x all cores on a 2-core machine.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope="session")

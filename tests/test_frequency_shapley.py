@@ -11,7 +11,7 @@ from freqplug.attributions import (
 )
 from freqplug.attributions._estimators import exact_design_values, exact_shapley
 from freqplug.spectral import coalition_images, conjugate_pair_players, is_conjugate_symmetric, make_players
-from nets import linear_model, tiny_cnn
+from helpers import linear_model, tiny_cnn
 
 
 def images(n=3, c=3, h=8, w=8, seed=0, dtype=torch.float64):

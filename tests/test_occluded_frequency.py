@@ -8,7 +8,7 @@ from captum.attr import FeatureAblation
 
 from freqplug.attributions.occluded_frequency import OccludedFrequency, plot_group_scores
 from freqplug.spectral import dct2, idct2
-from nets import tiny_cnn
+from helpers import tiny_cnn
 
 
 @pytest.fixture

@@ -173,7 +173,7 @@ def test_torchrun_equals_single_process(fast_report, tmp_path):
 
 
 def test_several_models_get_a_comparison_table_and_overlaid_curves(cifar_samples, tmp_path):
-    from nets import tiny_cnn
+    from helpers import tiny_cnn
 
     from freqplug.report import profile
 

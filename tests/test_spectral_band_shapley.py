@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from freqplug.attributions._estimators import exact_shapley_weights
 from freqplug.attributions.spectral_band_shapley import SpectralBandShapley
 from freqplug.spectral import apply_spectral_mask, radial_band_players
-from nets import tiny_cnn
+from helpers import tiny_cnn
 
 
 @pytest.fixture

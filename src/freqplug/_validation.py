@@ -141,3 +141,47 @@ def check_choice(value, name: str, choices: Sequence[str]) -> str:
 
 def spatial_shape(value: torch.Tensor) -> Tuple[int, int]:
     return int(value.shape[-2]), int(value.shape[-1])
+
+
+def check_callable(value, name: str = "forward_func"):
+    """Check that ``value`` can be called (a model or a forward function)."""
+    if not callable(value):
+        raise TypeError(f"`{name}` must be callable (a model or a function), got {type(value).__name__}")
+    return value
+
+
+def check_seed(value, name: str = "seed", *, allow_none: bool = True) -> Optional[int]:
+    """Check a random seed: a non-negative int (or None where a fresh seed is allowed).
+
+    Floats are refused rather than truncated (``seed=1.7`` would silently be seed 1).
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        allowed = "an int or None" if allow_none else "an int"
+        raise TypeError(f"`{name}` must be {allowed}, got {type(value).__name__} {value!r}")
+    if not 0 <= value < 2**63:
+        raise ValueError(f"`{name}` must be in [0, 2**63), got {value}")
+    return value
+
+
+#: Default ceiling on the model evaluations one call may spend (about an hour for a ResNet-18 on 2 CPU cores).
+DEFAULT_MAX_EVALUATIONS = 2_000_000
+
+
+def check_budget(num_evaluations: int, max_evaluations: Optional[int], what: str, hint: str = "") -> int:
+    """Refuse a call that would spend more than ``max_evaluations`` model evaluations.
+
+    ``max_evaluations=None`` uses :data:`DEFAULT_MAX_EVALUATIONS`; pass ``float("inf")`` (or a larger
+    int) to run a bigger budget on purpose. Returns ``num_evaluations``.
+    """
+    limit = DEFAULT_MAX_EVALUATIONS if max_evaluations is None else max_evaluations
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit != limit or limit <= 0:
+        raise ValueError(f"`max_evaluations` must be a positive number (or inf), got {max_evaluations!r}")
+    if num_evaluations > limit:
+        raise ValueError(
+            f"{what} would make {num_evaluations:,} model evaluations, more than `max_evaluations`={limit:,.0f}"
+            + (f"; {hint}" if hint else "")
+            + "; pass a larger `max_evaluations` to run it anyway"
+        )
+    return num_evaluations

@@ -12,13 +12,12 @@ components of the image's frequency Shapley values (PFC / NFC, eq. 11), or any u
 
 from __future__ import annotations
 
-from .._state import preserved_module_modes
+from .._model import preserved_model_state
 from typing import Any, Callable, Dict, Optional, Union
 
 import torch
 from torchattacks.attack import Attack
 
-from .._state import preserved_module_modes
 from .._validation import check_choice, check_images, check_labels, check_number, check_positive_int
 from ..spectral import apply_spectral_mask, is_conjugate_symmetric, radial_mask
 from .hf_attack import _RestoresModes
@@ -274,7 +273,7 @@ def masked_noise_table(model, attack: Attack, x: torch.Tensor, y: torch.Tensor, 
     names = {"low": "x+delta_low", "high": "x+delta_high", "positive": "x+delta_PFC", "negative": "x+delta_NFC"}
     for kind in masks:
         check_choice(kind, "masks", tuple(names))
-    with preserved_module_modes(model):
+    with preserved_model_state(model):
         adv = attack(x, y).detach()
         delta = adv - x
         table = {"x": _error_rate(model, x, y, batch_size), "x+delta": _error_rate(model, adv, y, batch_size)}

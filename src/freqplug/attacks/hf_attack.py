@@ -8,7 +8,7 @@ only (no gradients), and evaluates many (image, radius) candidates per forward c
 
 from __future__ import annotations
 
-from .._state import preserved_module_modes
+from .._model import preserved_model_state
 import math
 from typing import List, Optional
 
@@ -16,7 +16,6 @@ import torch
 from torchattacks.attack import Attack
 from tqdm.auto import tqdm
 
-from .._state import preserved_module_modes
 from .._validation import check_images, check_labels, check_number, check_positive_int
 from ..spectral import apply_spectral_mask, frequency_radius, radial_mask
 
@@ -32,7 +31,7 @@ class _RestoresModes(Attack):
     """
 
     def __call__(self, inputs, labels=None, *args, **kwargs):
-        with preserved_module_modes(self.model):
+        with preserved_model_state(self.model):
             return super().__call__(inputs, labels, *args, **kwargs)
 
     def _model_dtype(self, fallback: torch.dtype) -> torch.dtype:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from .._state import preserved_module_modes
+from .._model import preserved_model_state
 from typing import Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from torchattacks.attack import Attack
 
-from .._state import preserved_module_modes
 from .._validation import check_images, check_labels
 from ..spectral import relative_change_dct, spectral_snr
 
@@ -39,7 +38,7 @@ def attack_spectra(model, attacks: AttacksSpec, x: torch.Tensor, y: torch.Tensor
     check_labels(y, "y", x.shape[0])
     named = _named_attacks(attacks)
     results = {}
-    with preserved_module_modes(model):
+    with preserved_model_state(model):
         for name, attack in named.items():
             adv = attack(x, y).detach().to(device=x.device, dtype=x.dtype)
             delta = adv - x

@@ -169,7 +169,7 @@ def _load_data(args):
 def _profile(args: argparse.Namespace) -> int:
     import torch
 
-    from ..report import distributed
+    from .. import _distributed as distributed
 
     started = distributed.init_from_env()
     try:

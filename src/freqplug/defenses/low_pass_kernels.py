@@ -34,7 +34,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .._state import preserved_module_modes
+from .._model import preserved_model_state
 from .._validation import check_choice, check_number, check_positive_int
 from ..spectral import apply_spectral_mask, radial_mask
 
@@ -151,7 +151,7 @@ def _trace_input_sizes(model: nn.Module, convs: List[nn.Conv2d], input_size) -> 
     dtype = parameter.dtype if parameter is not None else torch.float32
     device = parameter.device if parameter is not None else None
     try:
-        with preserved_module_modes(model), torch.no_grad():
+        with preserved_model_state(model), torch.no_grad():
             model.eval()  # a zeros batch of one must not touch BatchNorm running statistics
             model(torch.zeros(1, *input_size, dtype=dtype, device=device))
     finally:

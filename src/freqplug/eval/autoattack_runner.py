@@ -36,7 +36,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 import torch
 from torch import nn
 
-from .._state import preserved_module_modes
+from .._model import preserved_model_state
 from .._validation import check_choice, check_images, check_labels, check_number, check_positive_int
 
 __all__ = [
@@ -373,7 +373,7 @@ def _owned_state_preserved(model: nn.Module, device: torch.device):
     flags = [(p, p.requires_grad) for p in model.parameters()]
     devices = [device] if device.type == "cuda" else []
     try:
-        with preserved_module_modes(model), torch.random.fork_rng(devices=devices):
+        with preserved_model_state(model), torch.random.fork_rng(devices=devices):
             model.eval()
             for parameter, _ in flags:
                 parameter.requires_grad_(False)

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from .._validation import check_choice, check_images, check_labels
 from .._version import __version__
-from . import distributed as _dist
+from .. import _distributed as _dist
 
 SCHEMA_VERSION = 1
 

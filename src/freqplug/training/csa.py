@@ -30,7 +30,7 @@ from typing import Callable, Dict, Iterable, Optional, Union
 import torch
 from torch import nn
 
-from .._state import preserved_module_modes
+from .._model import preserved_model_state
 from .._validation import (
     check_choice,
     check_images,
@@ -345,7 +345,7 @@ class CSABank:
             progress = tqdm(total=total, desc="CSA bank (frequency Shapley)", unit="img",
                             initial=sum(d.shape[0] for d in done))
         try:
-            with preserved_module_modes(model):
+            with preserved_model_state(model):
                 if isinstance(model, nn.Module):
                     model.eval()
                 for chunk, start in enumerate(starts):
