@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.freqplug-installed
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install lint demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,10 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/freqplug profile --out freqplug-report
 
-test: install
+lint: install
+	$(PY) -m ruff check src tests bench examples
+
+test: install lint
 	$(PY) -m pytest -q
 
 test-fast: install

@@ -95,6 +95,13 @@ def apply_spectral_mask(
 
     Returns:
         Real tensor of the shape of ``x`` in ``x.dtype``; differentiable in ``x``.
+
+    Example:
+        >>> x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+        >>> dc_only = torch.zeros(8, 8, dtype=torch.bool)
+        >>> dc_only[0, 0] = True  # keep the mean colour, drop every other frequency
+        >>> torch.allclose(apply_spectral_mask(x, dc_only), x.mean(dim=(-2, -1), keepdim=True).expand_as(x))
+        True
     """
     h, w = x.shape[-2:]
     if tuple(mask.shape[-2:]) != (h, w):

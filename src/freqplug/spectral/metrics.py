@@ -151,6 +151,10 @@ def spectral_importance_distribution(values: Union[torch.Tensor, Sequence[float]
 
     ``(psi - min psi) / ||psi - min psi||_1`` over the last dim. When every band has the
     same value the shifted vector is zero; the SID is then uniform (no band preferred).
+
+    Example:
+        >>> spectral_importance_distribution([1.0, 3.0, 2.0])
+        tensor([0.0000, 0.6667, 0.3333], dtype=torch.float64)
     """
     values = _as_tensor(values, "values")
     shifted = values - values.min(dim=-1, keepdim=True).values
@@ -174,6 +178,12 @@ def spectral_robustness_score(sid: Union[torch.Tensor, Sequence[float]], beta: f
 
     Returns:
         Tensor of shape ``sid.shape[:-1]`` (0-dim for one SID), values in [0, 1].
+
+    Example:
+        >>> spectral_robustness_score([1 / 8] * 8)  # uniform: no preference
+        tensor(0., dtype=torch.float64)
+        >>> spectral_robustness_score([1.0] + [0.0] * 7)  # all importance on the lowest band
+        tensor(0.5217, dtype=torch.float64)
     """
     sid = _as_tensor(sid, "sid")
     check_number(beta, "beta", minimum=0.0, maximum=1.0, strict_minimum=True)

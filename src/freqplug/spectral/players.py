@@ -146,6 +146,11 @@ class Players:
         """Spread per-player values (..., P) onto the bins (..., H, W) (Captum's feature-mask convention).
 
         Always-present bins get ``fill``.
+
+        Example:
+            >>> players = conjugate_pair_players(4, 4)
+            >>> players.expand(torch.arange(9.0))[0]  # DC (always present) gets the fill 0
+            tensor([0., 0., 1., 0.])
         """
         if values.shape[-1] != self.num_players:
             raise ValueError(
@@ -156,7 +161,12 @@ class Players:
         return padded[..., index]
 
     def reduce(self, bin_values: torch.Tensor) -> torch.Tensor:
-        """Sum bin values (..., H, W) per player -> (..., P); always-present bins are dropped."""
+        """Sum bin values (..., H, W) per player -> (..., P); always-present bins are dropped.
+
+        Example:
+            >>> conjugate_pair_players(4, 4).reduce(torch.ones(4, 4))  # bins per player
+            tensor([2., 1., 2., 2., 2., 2., 1., 2., 1.])
+        """
         h, w = self.shape
         if tuple(bin_values.shape[-2:]) != (h, w):
             raise ValueError(f"`bin_values` must end in ({h}, {w}), got shape {tuple(bin_values.shape)}")
@@ -187,6 +197,16 @@ def conjugate_pair_players(height: int, width: int, *, include_dc: bool = False)
 
     Seed 000 eq. 6 makes every bin a player; pairing mirrors keeps coalition images real.
     DC is always present (-1) unless ``include_dc``.
+
+    Example:
+        >>> players = conjugate_pair_players(4, 4)
+        >>> players.num_players  # 15 bins besides DC; 3 are their own mirror, 12 form 6 pairs
+        9
+        >>> players.player_map
+        tensor([[-1,  0,  1,  0],
+                [ 2,  3,  4,  5],
+                [ 6,  7,  8,  7],
+                [ 2,  5,  4,  3]])
     """
     check_positive_int(height, "height")
     check_positive_int(width, "width")
