@@ -14,7 +14,13 @@ import warnings
 
 import pytest
 import torch
-from helpers import CountingModel, NaNModel, assert_model_unchanged, snapshot_model, tiny_cnn
+from helpers import (
+    CountingModel,
+    NaNModel,
+    assert_model_unchanged,
+    snapshot_model,
+    tiny_cnn,
+)
 from helpers.eval import (
     GradientStepAtInference,
     NaNOffInputs,
@@ -102,6 +108,7 @@ def assert_broken_points_are_adversarial(model, x, y, result, eps):
             assert predictions[i] != y[i] and result.y_pred[i] == predictions[i]
 
 
+@pytest.mark.slow  # the module fixture runs APGD on the ResNet-18 twice (~30 s on 2 cores)
 def test_backends_give_the_same_robust_accuracy(resnet_results, reference_model):
     x, y, results = resnet_results
     py, ta = results["pyautoattack"], results["torchattacks"]
@@ -123,6 +130,7 @@ def test_backends_give_the_same_robust_accuracy(resnet_results, reference_model)
         assert result.robust_accuracy_by_attack == {"clean": 1.0, "apgd-ce": result.robust_accuracy}
 
 
+@pytest.mark.slow  # the module fixture runs APGD on the ResNet-18 twice (~30 s on 2 cores)
 def test_frequency_evaluation_on_autoattack_perturbations(resnet_results, reference_model):
     x, y, results = resnet_results
     result = results["pyautoattack"]

@@ -10,7 +10,13 @@ Layering: compat imports eval, never the other way round.
 """
 
 from .autoattack import install_autoattack, is_shim, uninstall_autoattack
-from .robustbench import CheckpointNotFoundError, benchmark, checkpoint_paths, load_model, model_names
+from .robustbench import (
+    CheckpointNotFoundError,
+    benchmark,
+    checkpoint_paths,
+    load_model,
+    model_names,
+)
 
 __all__ = [
     "CheckpointNotFoundError",

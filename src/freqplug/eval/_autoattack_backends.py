@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from typing import Dict, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -26,7 +26,7 @@ __all__ = ["ATTACKS", "BACKENDS", "NORMS", "VERSIONS", "available_backends", "ma
 ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
 
 #: Attack lists of the preset versions (official ``AutoAttack.set_version``).
-VERSIONS: Dict[str, Tuple[str, ...]] = {
+VERSIONS: dict[str, tuple[str, ...]] = {
     "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
     "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
     "rand": ("apgd-ce", "apgd-dlr"),
@@ -47,7 +47,7 @@ def _official_autoattack_available() -> bool:
         return False
 
 
-def available_backends() -> Tuple[str, ...]:
+def available_backends() -> tuple[str, ...]:
     """Backends importable here, in the order ``backend="auto"`` tries them."""
     found = []
     if _official_autoattack_available():
@@ -58,7 +58,7 @@ def available_backends() -> Tuple[str, ...]:
     return tuple(found)
 
 
-def _version_defaults(version: str, norm: str) -> Dict[str, Dict[str, float]]:
+def _version_defaults(version: str, norm: str) -> dict[str, dict[str, float]]:
     """Per-attack settings of the official package for a version (its __init__ + set_version)."""
     apgd = {"n_iter": 100, "n_restarts": 5, "eot_iter": 1}
     apgd_t = {"n_iter": 100, "n_restarts": 1, "n_target_classes": 9}
@@ -82,7 +82,7 @@ class _PackageBackend:
     """Attacks of the official ``autoattack`` package or of ``pyautoattack`` (same classes)."""
 
     def __init__(self, name: str, model: nn.Module, norm: str, eps: float, version: str,
-                 attacks: Sequence[str], seed: int, device: torch.device, overrides: Dict[str, int]):
+                 attacks: Sequence[str], seed: int, device: torch.device, overrides: dict[str, int]):
         self.name = name
         module = importlib.import_module(name)
         custom = version == "custom"
@@ -118,7 +118,7 @@ class _PackageBackend:
         for attack in (self.adversary.apgd_targeted, self.adversary.fab):
             attack.n_target_classes = min(attack.n_target_classes, num_classes - 1)
 
-    def target_classes(self) -> Tuple[int, int]:
+    def target_classes(self) -> tuple[int, int]:
         """Targets of APGD-T and FAB-T, as the official ``check_n_classes`` reads them."""
         return self.adversary.apgd_targeted.n_target_classes, self.adversary.fab.n_target_classes
 
@@ -158,7 +158,7 @@ class _TorchattacksBackend:
     name = "torchattacks"
 
     def __init__(self, model: nn.Module, norm: str, eps: float, version: str, attacks: Sequence[str],
-                 seed: int, device: torch.device, overrides: Dict[str, int]):
+                 seed: int, device: torch.device, overrides: dict[str, int]):
         if norm == "L1":
             raise ValueError(
                 "backend 'torchattacks' supports norm 'Linf' and 'L2' only, got 'L1'; "
@@ -170,13 +170,13 @@ class _TorchattacksBackend:
             for key, value in overrides.items():
                 if value is not None and key in group:
                     group[key] = value
-        self.attacks: Dict[str, object] = {}
+        self.attacks: dict[str, object] = {}
 
     def limit_target_classes(self, num_classes: int) -> None:
         for group in ("apgd-t", "fab"):
             self.settings[group]["n_target_classes"] = min(self.settings[group]["n_target_classes"], num_classes - 1)
 
-    def target_classes(self) -> Tuple[int, int]:
+    def target_classes(self) -> tuple[int, int]:
         return self.settings["apgd-t"]["n_target_classes"], self.settings["fab"]["n_target_classes"]
 
     def checks_module(self):
@@ -223,7 +223,7 @@ class _TorchattacksBackend:
 
 
 def make_backend(name: str, model: nn.Module, norm: str, eps: float, version: str, attacks: Sequence[str],
-                 seed: int, device: torch.device, overrides: Dict[str, Optional[int]]):
+                 seed: int, device: torch.device, overrides: dict[str, int | None]):
     """The backend object ``name`` (one of :data:`BACKENDS`) configured as the official version."""
     if name == "torchattacks":
         return _TorchattacksBackend(model, norm, eps, version, attacks, seed, device, overrides)

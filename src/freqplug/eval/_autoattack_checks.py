@@ -15,7 +15,7 @@ place of the package's one, so the runner can surface each message as an
 from __future__ import annotations
 
 import sys
-from typing import List, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 
@@ -38,12 +38,11 @@ class CheckLog:
     """
 
     def __init__(self) -> None:
-        self.messages: List[str] = []
+        self.messages: list[str] = []
 
     def _add(self, message: str) -> None:
         message = str(message)
-        if message.startswith("Warning: "):
-            message = message[len("Warning: "):]
+        message = message.removeprefix("Warning: ")
         if message not in self.messages:
             self.messages.append(message)
 
@@ -74,7 +73,7 @@ def _check_dynamic(checks, model, x: torch.Tensor, log: CheckLog) -> None:
 
 
 def run_input_checks(checks, model, x: torch.Tensor, y: torch.Tensor, *, version: str, attacks: Sequence[str],
-                     target_classes: Tuple[int, int], log: CheckLog) -> None:
+                     target_classes: tuple[int, int], log: CheckLog) -> None:
     """The checks of the official ``run_standard_evaluation`` before the cascade, in its order.
 
     Args:

@@ -8,7 +8,6 @@ import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Optional, Set, Union
 
 import torch
 
@@ -28,10 +27,10 @@ class EvaluationState:
     never be resumed; this class writes a JSON list and reads both forms.
     """
 
-    _attacks_to_run: Set[str]
-    path: Optional[Path] = None
-    _run_attacks: Set[str] = field(default_factory=set)
-    _robust_flags: Optional[torch.Tensor] = None
+    _attacks_to_run: set[str]
+    path: Path | None = None
+    _run_attacks: set[str] = field(default_factory=set)
+    _robust_flags: torch.Tensor | None = None
     _last_saved: datetime = datetime(1, 1, 1)
     _SAVE_TIMEOUT: int = 60
     _clean_accuracy: float = float("nan")
@@ -55,7 +54,7 @@ class EvaluationState:
         os.replace(partial, path)
 
     @classmethod
-    def from_disk(cls, path: Union[str, Path]) -> "EvaluationState":
+    def from_disk(cls, path: str | Path) -> EvaluationState:
         path = Path(path)
         with path.open("r") as handle:
             record = json.load(handle)
@@ -71,7 +70,7 @@ class EvaluationState:
         return cls(**record)
 
     @property
-    def robust_flags(self) -> Optional[torch.Tensor]:
+    def robust_flags(self) -> torch.Tensor | None:
         return self._robust_flags
 
     @robust_flags.setter
@@ -80,7 +79,7 @@ class EvaluationState:
         self.to_disk(force=True)
 
     @property
-    def run_attacks(self) -> Set[str]:
+    def run_attacks(self) -> set[str]:
         return self._run_attacks
 
     def add_run_attack(self, attack: str) -> None:
@@ -88,7 +87,7 @@ class EvaluationState:
         self.to_disk()
 
     @property
-    def attacks_to_run(self) -> Set[str]:
+    def attacks_to_run(self) -> set[str]:
         return self._attacks_to_run
 
     @property

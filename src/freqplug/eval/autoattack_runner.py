@@ -23,17 +23,31 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from .._model import model_device_dtype, num_classes_of, predict, preserved_model_state
-from .._validation import check_choice, check_images, check_labels, check_number, check_positive_int, check_seed
-from ._autoattack_backends import ATTACKS, BACKENDS, NORMS, VERSIONS, available_backends, make_backend
+from .._validation import (
+    check_choice,
+    check_images,
+    check_labels,
+    check_number,
+    check_positive_int,
+    check_seed,
+)
+from ._autoattack_backends import (
+    ATTACKS,
+    BACKENDS,
+    NORMS,
+    VERSIONS,
+    available_backends,
+    make_backend,
+)
 from ._autoattack_checks import AutoAttackCheckWarning, CheckLog, run_input_checks
 from ._autoattack_state import EvaluationState
 
@@ -80,14 +94,14 @@ class AutoAttackResult:
     y_pred: torch.Tensor
     clean_correct: torch.Tensor
     robust: torch.Tensor
-    broken_by: List[Optional[str]]
-    robust_accuracy_by_attack: Dict[str, float]
-    attacks: Tuple[str, ...]
+    broken_by: list[str | None]
+    robust_accuracy_by_attack: dict[str, float]
+    attacks: tuple[str, ...]
     version: str
     norm: str
     eps: float
     backend: str
-    check_warnings: Tuple[str, ...] = ()
+    check_warnings: tuple[str, ...] = ()
 
     @property
     def clean_accuracy(self) -> float:
@@ -145,11 +159,11 @@ class AutoAttackRunner:
     """
 
     def __init__(self, model: nn.Module, norm: str = "Linf", eps: float = 8 / 255, version: str = "standard",
-                 attacks: Optional[Sequence[str]] = None, backend: str = "auto", *, seed: Optional[int] = 0,
-                 device: Optional[Union[str, torch.device]] = None, n_iter: Optional[int] = None,
-                 n_restarts: Optional[int] = None, n_queries: Optional[int] = None,
-                 n_target_classes: Optional[int] = None, verbose: bool = False,
-                 log_path: Optional[Union[str, Path]] = None, show_progress: bool = False):
+                 attacks: Sequence[str] | None = None, backend: str = "auto", *, seed: int | None = 0,
+                 device: str | torch.device | None = None, n_iter: int | None = None,
+                 n_restarts: int | None = None, n_queries: int | None = None,
+                 n_target_classes: int | None = None, verbose: bool = False,
+                 log_path: str | Path | None = None, show_progress: bool = False):
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
         check_choice(norm, "norm", NORMS)
@@ -233,11 +247,11 @@ class AutoAttackRunner:
                 handle.write(message + "\n")
 
     # ----------------------------------------------------------------- helpers
-    def _predict(self, x: torch.Tensor, batch_size: int, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def _predict(self, x: torch.Tensor, batch_size: int, labels: torch.Tensor | None = None) -> torch.Tensor:
         # Every chunk's logits are checked (finite, (B, K)); labels against K on the first chunk.
         return predict(self.model, x, batch_size=batch_size, device=self.device, labels=labels, labels_name="y")
 
-    def _surface_checks(self, log: CheckLog, already: List[str]) -> None:
+    def _surface_checks(self, log: CheckLog, already: list[str]) -> None:
         """Issue the checks' new messages as warnings and log lines (the official package prints them)."""
         for message in log.messages:
             if message in already:
@@ -269,7 +283,7 @@ class AutoAttackRunner:
 
     # ----------------------------------------------------------------- run
     def run(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 250,
-            state_path: Optional[Union[str, Path]] = None) -> AutoAttackResult:
+            state_path: str | Path | None = None) -> AutoAttackResult:
         """Run the attack cascade (official ``run_standard_evaluation``).
 
         Args:
@@ -291,13 +305,13 @@ class AutoAttackRunner:
         batch_size = self._check(x, y, batch_size)
         x_cpu, y_cpu = x.detach().cpu(), y.detach().to("cpu", torch.long)
         with preserved_model_state(self.model, eval_mode=True, freeze=True, fork_rng=True):
-            seen: List[str] = []
+            seen: list[str] = []
             self._prepare(x_cpu, y_cpu, batch_size, self.attacks, seen)
             result = self._cascade(x_cpu, y_cpu, batch_size, self.attacks, state_path, seen)
         return self._to_caller(result, x, y)
 
     def run_individual(self, x: torch.Tensor, y: torch.Tensor,
-                       batch_size: int = 250) -> Dict[str, AutoAttackResult]:
+                       batch_size: int = 250) -> dict[str, AutoAttackResult]:
         """Run each attack of the list alone on all clean-correct points (official
         ``run_standard_evaluation_individual``); arguments as :meth:`run`.
 
@@ -308,14 +322,14 @@ class AutoAttackRunner:
         x_cpu, y_cpu = x.detach().cpu(), y.detach().to("cpu", torch.long)
         results = {}
         with preserved_model_state(self.model, eval_mode=True, freeze=True, fork_rng=True):
-            seen: List[str] = []
+            seen: list[str] = []
             self._prepare(x_cpu, y_cpu, batch_size, self.attacks, seen)
             for attack in self.attacks:
                 results[attack] = self._to_caller(
                     self._cascade(x_cpu, y_cpu, batch_size, (attack,), None, seen), x, y)
         return results
 
-    def _prepare(self, x_cpu, y_cpu, batch_size, attacks, seen: List[str]) -> None:
+    def _prepare(self, x_cpu, y_cpu, batch_size, attacks, seen: list[str]) -> None:
         """Check the model's output and the labels on one image, then run AutoAttack's checks."""
         example = x_cpu[:1].to(device=self.device, dtype=self.dtype)
         num_classes = num_classes_of(self.model, example, labels=y_cpu, labels_name="y")
@@ -325,7 +339,7 @@ class AutoAttackRunner:
         backend.route_attack_logs(self._attack_log)
         self._surface_checks(self._input_checks(x_cpu, y_cpu, batch_size, attacks), seen)
 
-    def _cascade(self, x_cpu, y_cpu, batch_size, attacks, state_path, seen: List[str]) -> AutoAttackResult:
+    def _cascade(self, x_cpu, y_cpu, batch_size, attacks, state_path, seen: list[str]) -> AutoAttackResult:
         from tqdm.auto import tqdm
 
         n = x_cpu.shape[0]
@@ -335,7 +349,7 @@ class AutoAttackRunner:
 
         y_pred = self._predict(x_cpu, batch_size, labels=y_cpu)
         clean_correct = y_pred == y_cpu
-        broken_by: List[Optional[str]] = [None if ok else CLEAN for ok in clean_correct.tolist()]
+        broken_by: list[str | None] = [None if ok else CLEAN for ok in clean_correct.tolist()]
         if state.robust_flags is None:
             robust = clean_correct.clone()
             state.robust_flags = robust.clone()
@@ -350,7 +364,7 @@ class AutoAttackRunner:
             self._log(f"Restored state from {state.path}: {sorted(state.run_attacks)} already run")
         accuracies = {"clean": state.clean_accuracy}
         self._log(f"using {self.version} version including {', '.join(attacks)}.")
-        self._log("initial accuracy: {:.2%}".format(state.clean_accuracy))
+        self._log(f"initial accuracy: {state.clean_accuracy:.2%}")
 
         x_adv = x_cpu.clone()
         started = time.time()
@@ -375,8 +389,7 @@ class AutoAttackRunner:
                 state.robust_flags = robust.clone()
             accuracies[attack] = robust.double().mean().item()
             state.add_run_attack(attack)
-            self._log("robust accuracy after {}: {:.2%} (total time {:.1f} s)".format(
-                attack.upper(), accuracies[attack], time.time() - started))
+            self._log(f"robust accuracy after {attack.upper()}: {accuracies[attack]:.2%} (total time {time.time() - started:.1f} s)")
         state.to_disk(force=True)
         self._surface_checks(self._attack_log, seen)
         checks = backend.checks_module()
@@ -387,7 +400,7 @@ class AutoAttackRunner:
         if any(b == RESTORED for b in broken_by):
             # Restored points come back clean; predict them so y_pred matches x_adv.
             y_pred = self._predict(x_adv, batch_size)
-        self._log("robust accuracy: {:.2%}".format(robust.double().mean().item()))
+        self._log(f"robust accuracy: {robust.double().mean().item():.2%}")
         return AutoAttackResult(
             x_adv=x_adv, y_pred=y_pred, clean_correct=clean_correct, robust=robust, broken_by=broken_by,
             robust_accuracy_by_attack=accuracies, attacks=tuple(attacks), version=self.version, norm=self.norm,
@@ -442,6 +455,6 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 @contextmanager
-def _owned_state_preserved(model: nn.Module, device: Optional[torch.device] = None):
+def _owned_state_preserved(model: nn.Module, device: torch.device | None = None):
     with preserved_model_state(model, eval_mode=True, freeze=True, fork_rng=True):
         yield
