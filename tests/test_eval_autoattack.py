@@ -182,14 +182,13 @@ def test_same_seed_same_result_and_caller_state_untouched(cifar_samples):
     assert first.x_adv.dtype == x.dtype and first.x_adv.device == x.device
 
 
-@pytest.mark.parametrize("backend", REGISTRY_BACKENDS)
-def test_attacks_break_exactly_the_breakable_points(linear_setup, backend):
+def test_attacks_break_exactly_the_breakable_points(linear_setup, any_backend):
     """Exact oracle: a point whose Linf radius exceeds eps can never be broken (x_adv outside the
     ball or bookkeeping errors would show), and APGD finds the points well inside the ball
     (an attack that returns its input, or a cascade that never runs it, would not)."""
     model, x, y, radius, eps = linear_setup
-    result = AutoAttackRunner(model, eps=eps, backend=backend, **CHEAP).run(x, y, batch_size=5)
-    assert result.clean_accuracy == 1.0
+    result = AutoAttackRunner(model, eps=eps, backend=any_backend, **CHEAP).run(x, y, batch_size=5)
+    assert result.backend == any_backend and result.clean_accuracy == 1.0
     assert bool(result.robust[radius > eps].all())
     assert not bool(result.robust[radius < 0.9 * eps].any())
     assert_broken_points_are_adversarial(model, x, y, result, eps)
@@ -257,6 +256,51 @@ def test_run_individual(linear_setup):
         assert not bool(result.robust[radius < 0.9 * eps].any()) and bool(result.robust[radius > eps].all())
         assert_broken_points_are_adversarial(model, x, y, result, eps)
         assert result.robust_accuracy_by_attack == {"clean": 1.0, name: result.robust_accuracy}
+
+
+BUDGETS = {
+    "apgd-ce": dict(n_iter=6, n_restarts=2), "apgd-t": dict(n_iter=5, n_restarts=1, n_target_classes=3),
+    "fab": dict(n_iter=4, n_restarts=1), "fab-t": dict(n_iter=4, n_target_classes=2), "square": dict(n_queries=15),
+}
+
+
+@pytest.mark.parametrize("backend", REGISTRY_BACKENDS)
+@pytest.mark.parametrize("attack", sorted(BUDGETS))
+def test_evaluation_estimate_bounds_the_counted_forward_passes(linear_setup, backend, attack):
+    model, x, y, _, _ = linear_setup
+    counting = CountingModel(model)
+    runner = AutoAttackRunner(counting, eps=1e-4, backend=backend, version="custom", attacks=[attack],
+                              **BUDGETS[attack])
+    estimate = runner.evaluation_estimate(x.shape[0], num_classes=10)
+    spent = {}
+    perturb = runner.backend.perturb
+
+    def counted(name, xb, yb):  # the real attack; rows through the model while it runs
+        before = counting.rows
+        out = perturb(name, xb, yb)
+        spent[name] = spent.get(name, 0) + counting.rows - before
+        return out
+
+    runner.backend.perturb = counted
+    runner.run(x, y, batch_size=12)
+    assert 0 < spent[attack] <= estimate[attack]
+    if attack != "fab":  # untargeted FAB's bound counts the K backward passes per step, not forwards
+        assert estimate[attack] <= 1.25 * spent[attack]  # and it is not a vacuous bound
+
+
+def test_evaluation_estimate_is_the_same_on_every_backend_and_follows_overrides():
+    model = small_cnn()
+    for version in ("standard", "plus", "rand"):
+        estimates = [AutoAttackRunner(model, version=version, backend=b).evaluation_estimate(1000)
+                     for b in REGISTRY_BACKENDS]
+        assert estimates[0] == estimates[1]
+    standard = AutoAttackRunner(model, backend="pyautoattack").evaluation_estimate(1000)
+    assert list(standard) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert 7_000_000 < sum(standard.values()) < 8_000_000  # the figure the docstring quotes
+    cheap = AutoAttackRunner(model, backend="torchattacks", **CHEAP).evaluation_estimate(1000)
+    assert cheap == {"apgd-ce": 1000 * (1 + 1 * (5 + 2))}
+    with pytest.raises(ValueError, match="`num_points`"):
+        AutoAttackRunner(model, backend="torchattacks", **CHEAP).evaluation_estimate(0)
 
 
 # --------------------------------------------------------------------------- AutoAttack's checks

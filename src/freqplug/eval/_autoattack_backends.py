@@ -122,6 +122,20 @@ class _PackageBackend:
         """Targets of APGD-T and FAB-T, as the official ``check_n_classes`` reads them."""
         return self.adversary.apgd_targeted.n_target_classes, self.adversary.fab.n_target_classes
 
+    def settings_of(self, attack: str) -> dict[str, int]:
+        """The budget settings ``attack`` will run with (read from the package's attack objects)."""
+        a = self.adversary
+        if attack in ("apgd-ce", "apgd-dlr"):
+            return {"n_iter": a.apgd.n_iter, "n_restarts": a.apgd.n_restarts, "eot_iter": a.apgd.eot_iter}
+        if attack == "apgd-t":
+            t = a.apgd_targeted
+            return {"n_iter": t.n_iter, "n_restarts": t.n_restarts, "eot_iter": t.eot_iter,
+                    "n_target_classes": t.n_target_classes}
+        if attack in ("fab", "fab-t"):
+            return {"n_iter": a.fab.n_iter, "n_restarts": 1 if attack == "fab-t" else a.fab.n_restarts,
+                    "n_target_classes": a.fab.n_target_classes}
+        return {"n_queries": a.square.n_queries, "n_restarts": a.square.n_restarts}
+
     def checks_module(self):
         """The package's own ``checks`` module (the one its ``run_standard_evaluation`` calls)."""
         return importlib.import_module(f"{self.name}.checks")
@@ -179,6 +193,14 @@ class _TorchattacksBackend:
     def target_classes(self) -> tuple[int, int]:
         return self.settings["apgd-t"]["n_target_classes"], self.settings["fab"]["n_target_classes"]
 
+    def settings_of(self, attack: str) -> dict[str, int]:
+        """The budget settings ``attack`` will run with."""
+        group = {"apgd-ce": "apgd", "apgd-dlr": "apgd", "fab-t": "fab"}.get(attack, attack)
+        settings = dict(self.settings[group])
+        if attack == "fab-t":
+            settings["n_restarts"] = 1
+        return settings
+
     def checks_module(self):
         """torchattacks ships no AutoAttack checks: use the shipped module of pyautoattack (a freqplug
         dependency), else of a real official install; None when neither is importable."""
@@ -228,3 +250,23 @@ def make_backend(name: str, model: nn.Module, norm: str, eps: float, version: st
     if name == "torchattacks":
         return _TorchattacksBackend(model, norm, eps, version, attacks, seed, device, overrides)
     return _PackageBackend(name, model, norm, eps, version, attacks, seed, device, overrides)
+
+
+def evaluations_per_point(attack: str, settings: dict[str, int], num_classes: int) -> int:
+    """Upper bound on the model evaluations (forward, or forward + backward, of one image) that
+    ``attack`` spends on one point with ``settings`` (early stopping on broken points only lowers it).
+
+    Per restart (and per target for APGD-T and FAB-T): APGD ``n_iter + 2`` steps times the EOT
+    samples; FAB ``n_iter + 2`` steps, each with the gradient of every class (untargeted) or of
+    two classes (targeted); Square ``n_queries + 2`` queries. Plus one clean forward. Checked
+    against counted forward passes of both registry backends in the tests.
+    """
+    restarts = int(settings.get("n_restarts", 1))
+    targets = int(settings["n_target_classes"]) if attack in ("apgd-t", "fab-t") else 1
+    if attack in ("apgd-ce", "apgd-dlr", "apgd-t"):
+        per_run = (int(settings["n_iter"]) + 2) * int(settings.get("eot_iter", 1))
+    elif attack in ("fab", "fab-t"):
+        per_run = (int(settings["n_iter"]) + 2) * (num_classes if attack == "fab" else 2)
+    else:
+        per_run = int(settings["n_queries"]) + 2
+    return 1 + restarts * targets * per_run

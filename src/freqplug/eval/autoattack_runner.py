@@ -46,6 +46,7 @@ from ._autoattack_backends import (
     NORMS,
     VERSIONS,
     available_backends,
+    evaluations_per_point,
     make_backend,
 )
 from ._autoattack_checks import AutoAttackCheckWarning, CheckLog, run_input_checks
@@ -337,7 +338,38 @@ class AutoAttackRunner:
         if any(a in ("apgd-t", "fab-t") for a in attacks) and num_classes - 1 < 9:
             backend.limit_target_classes(num_classes)
         backend.route_attack_logs(self._attack_log)
+        budget = self.evaluation_estimate(x_cpu.shape[0], num_classes, attacks=attacks)
+        self._log("budget: at most about {:,} model evaluations for {} points ({})".format(
+            sum(budget.values()), x_cpu.shape[0], ", ".join(f"{a} {n:,}" for a, n in budget.items())))
         self._surface_checks(self._input_checks(x_cpu, y_cpu, batch_size, attacks), seen)
+
+    def evaluation_estimate(self, num_points: int, num_classes: int = 10,
+                            attacks: Sequence[str] | None = None) -> dict[str, int]:
+        """Upper bound on the model evaluations each attack spends on ``num_points`` points.
+
+        One evaluation is a forward (Square) or forward + backward (APGD, FAB) pass of one image;
+        every point is counted for every attack, as if none broke (the cascade stops attacking
+        broken points, so a real run spends less). AutoAttack's checks add 7 forward passes of one
+        batch. For example the standard version on 1,000 CIFAR-10 images is at most about 7.9 million.
+
+        Args:
+            num_points: N, the points to attack.
+            num_classes: K, the model's output width (untargeted FAB's cost grows with it; the
+                targeted attacks use at most K - 1 targets).
+            attacks: the attack list (default: the runner's).
+
+        Returns:
+            ``{attack: evaluations}`` in run order.
+        """
+        num_points = check_positive_int(num_points, "num_points")
+        num_classes = check_positive_int(num_classes, "num_classes", minimum=2)
+        estimate = {}
+        for attack in self.attacks if attacks is None else attacks:
+            settings = self.backend.settings_of(attack)
+            if "n_target_classes" in settings:
+                settings["n_target_classes"] = min(settings["n_target_classes"], num_classes - 1)
+            estimate[attack] = num_points * evaluations_per_point(attack, settings, num_classes)
+        return estimate
 
     def _cascade(self, x_cpu, y_cpu, batch_size, attacks, state_path, seen: list[str]) -> AutoAttackResult:
         from tqdm.auto import tqdm
