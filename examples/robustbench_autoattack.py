@@ -4,7 +4,7 @@ Run: python examples/robustbench_autoattack.py
 """
 from freqplug.data import sample_images
 from freqplug.eval import AutoAttackRunner, evaluate_frequency_robustness
-from freqplug.models import cifar10_resnet18  # or: freqplug.eval.load_model("Wong2020Fast", model_dir="./models")
+from freqplug.models import cifar10_resnet18  # or: freqplug.compat.load_model("Wong2020Fast", model_dir="./models")
 
 model = cifar10_resnet18()
 x, y = sample_images("cifar10")

@@ -5,19 +5,24 @@ on a folder built here from foolbox's 20 real ImageNet images), ``utils.load_mod
 model-zoo architecture saved here, and the ``autoattack`` calls it makes.
 """
 
+import ast
 import importlib
 import json
 import shutil
 import socket
 import sys
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+import helpers
+
 import freqplug.compat
-from freqplug.compat import install_autoattack, is_shim
-from freqplug.eval import CheckpointNotFoundError, checkpoint_paths, load_model
+import freqplug.eval
+from freqplug.compat import CheckpointNotFoundError, checkpoint_paths, install_autoattack, is_shim, load_model
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +51,7 @@ def no_internet(monkeypatch):
 
 
 def tiny_cnn():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-                         nn.Linear(128, 10)).eval()
+    return helpers.tiny_cnn(num_classes=10, dtype=torch.float32)
 
 
 def test_install_is_idempotent_and_makes_robustbench_importable(robustbench):
@@ -83,6 +86,7 @@ def test_a_real_autoattack_install_is_not_shadowed(tmp_path, monkeypatch):
         sys.modules.update(saved)
 
 
+@pytest.mark.slow
 def test_official_api_calls_behave_as_documented(robustbench, cifar_samples, tmp_path, capsys):
     from autoattack import AutoAttack
     from autoattack.state import EvaluationState
@@ -188,6 +192,7 @@ def test_robustbench_benchmark_end_to_end_offline(robustbench, tmp_path, no_inte
         aa_state_path=state_path) == (clean, robust)
 
 
+@pytest.mark.slow
 def test_load_model_from_local_checkpoint_offline(robustbench, tmp_path, no_network):
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
@@ -244,3 +249,60 @@ def test_load_model_bad_arguments(robustbench, tmp_path, no_network, kwargs, err
     with pytest.raises(error, match=match):
         load_model(**kwargs)
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+MOVED = ("CheckpointNotFoundError", "benchmark", "checkpoint_paths", "load_model", "model_names")
+
+
+@pytest.mark.parametrize("name", MOVED)
+def test_old_eval_names_still_work_with_a_deprecation_warning(name):
+    with pytest.warns(DeprecationWarning, match=f"freqplug.compat.{name}"):
+        old = getattr(freqplug.eval, name)
+    assert old is getattr(freqplug.compat, name)
+    from freqplug.eval import robustbench as old_module
+
+    with pytest.warns(DeprecationWarning, match="moved to freqplug.compat"):
+        assert getattr(old_module, name) is getattr(freqplug.compat, name)
+    with pytest.raises(AttributeError, match="no attribute 'load_modle'"):
+        freqplug.eval.load_modle  # noqa: B018
+
+
+def test_new_names_do_not_warn_and_eval_exports_none_of_the_moved_ones():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        from freqplug.compat import benchmark, model_names  # noqa: F401
+    assert not set(MOVED) & set(freqplug.eval.__all__)  # `from freqplug.eval import *` must not warn
+    assert set(MOVED) <= set(freqplug.compat.__all__)
+
+
+def test_eval_never_imports_compat_at_module_level():
+    """Layering: compat -> eval only. A module-level import of compat anywhere in freqplug/eval fails."""
+    folder = Path(freqplug.eval.__file__).parent
+    offenders = []
+    for path in sorted(folder.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:  # module level only: imports inside functions are lazy
+            if isinstance(node, ast.ImportFrom):
+                target = ("." * node.level) + (node.module or "")
+                if "compat" in target or any("compat" in alias.name for alias in node.names):
+                    offenders.append(f"{path.name}: from {target} import ...")
+            elif isinstance(node, ast.Import) and any("compat" in alias.name for alias in node.names):
+                offenders.append(f"{path.name}: import {[a.name for a in node.names]}")
+    assert not offenders
+
+
+def test_load_model_keeps_robustbench_signature_and_norm_deprecation(robustbench, tmp_path, no_network):
+    import inspect
+
+    import robustbench.utils
+
+    ours = list(inspect.signature(load_model).parameters)
+    theirs = list(inspect.signature(robustbench.utils.load_model).parameters)
+    assert ours[:len(theirs)] == theirs  # same positional order, extras keyword-only after
+    # norm= overrides threat_model, with RobustBench's DeprecationWarning (the L2 folder is searched).
+    with pytest.warns(DeprecationWarning, match="`norm` has been deprecated"):
+        with pytest.raises(CheckpointNotFoundError, match="L2"):
+            load_model("Augustin2020Adversarial", tmp_path / "models", "cifar10", "Linf", "", "L2",
+                       download=False)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="`norm` must be one of"):
+        load_model("Wong2020Fast", tmp_path / "models", norm="L3", download=False)

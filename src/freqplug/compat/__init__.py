@@ -2,9 +2,29 @@
 
 ``install_autoattack()`` registers an ``autoattack`` module with the official AutoAttack
 API (backed by :class:`freqplug.eval.AutoAttackRunner`) so that ``import robustbench`` and
-``robustbench.eval.benchmark`` work without the git-only official package.
+``robustbench.eval.benchmark`` work without the git-only official package. ``load_model``,
+``benchmark``, ``checkpoint_paths`` and ``model_names`` are RobustBench's, working offline with
+an actionable :class:`CheckpointNotFoundError` when a checkpoint is missing.
+
+Layering: compat imports eval, never the other way round.
 """
 
 from .autoattack import install_autoattack, is_shim, uninstall_autoattack
+from .robustbench import (
+    CheckpointNotFoundError,
+    benchmark,
+    checkpoint_paths,
+    load_model,
+    model_names,
+)
 
-__all__ = ["install_autoattack", "is_shim", "uninstall_autoattack"]
+__all__ = [
+    "CheckpointNotFoundError",
+    "benchmark",
+    "checkpoint_paths",
+    "install_autoattack",
+    "is_shim",
+    "load_model",
+    "model_names",
+    "uninstall_autoattack",
+]

@@ -1,37 +1,51 @@
-"""freqplug.eval: AutoAttack over every backend, RobustBench from a registry install, and
-frequency-aware robustness evaluation.
+"""freqplug.eval: AutoAttack over every backend and frequency-aware robustness evaluation.
 
-Importing this package is cheap: robustbench, pyautoattack and torchattacks are imported
-only when a function needs them.
+Importing this package is cheap: pyautoattack and torchattacks are imported only when a
+function needs them. RobustBench loading moved to :mod:`freqplug.compat` (``load_model``,
+``benchmark``, ``checkpoint_paths``, ``model_names``, ``CheckpointNotFoundError``); the old
+names here still work for one release with a ``DeprecationWarning``.
 """
+
+import importlib
+import warnings
 
 from .autoattack_runner import (
     ATTACKS,
     BACKENDS,
     VERSIONS,
+    AutoAttackCheckWarning,
     AutoAttackResult,
     AutoAttackRunner,
     EvaluationState,
     available_backends,
 )
 from .frequency import FrequencyRobustness, evaluate_frequency_robustness, frequency_band_masks, perturbation_spectrum
-from .robustbench import CheckpointNotFoundError, benchmark, checkpoint_paths, load_model, model_names
 
 __all__ = [
     "ATTACKS",
     "BACKENDS",
     "VERSIONS",
+    "AutoAttackCheckWarning",
     "AutoAttackResult",
     "AutoAttackRunner",
-    "CheckpointNotFoundError",
     "EvaluationState",
     "FrequencyRobustness",
     "available_backends",
-    "benchmark",
-    "checkpoint_paths",
     "evaluate_frequency_robustness",
     "frequency_band_masks",
-    "load_model",
-    "model_names",
     "perturbation_spectrum",
 ]
+
+#: Names that moved to freqplug.compat (compat depends on eval, never the other way round).
+_MOVED_TO_COMPAT = ("CheckpointNotFoundError", "benchmark", "checkpoint_paths", "load_model", "model_names")
+
+
+def __getattr__(name):
+    # Imported on first use, so that importing freqplug.eval never imports freqplug.compat.
+    if name in _MOVED_TO_COMPAT:
+        warnings.warn(f"freqplug.eval.{name} moved to freqplug.compat.{name}; the old name will be removed in "
+                      "the next release", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module("freqplug.compat.robustbench"), name)
+    if name == "robustbench":  # the deprecated module itself (warns when a name is read from it)
+        return importlib.import_module(".robustbench", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

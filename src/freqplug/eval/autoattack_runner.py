@@ -3,7 +3,8 @@
 :class:`AutoAttackRunner` runs the AutoAttack cascade of Croce & Hein (2020): each attack of
 the list is run only on the points that are still robust, and a point counts as robust when
 it is classified correctly clean and after every attack. The attacks themselves come from a
-backend, chosen automatically in this order or by ``backend=``:
+backend (:mod:`freqplug.eval._autoattack_backends`), chosen automatically in this order or by
+``backend=``:
 
 * ``"autoattack"``: the official package (``pip install git+https://github.com/fra31/auto-attack``,
   not on the package registry); only a real install counts, not freqplug's compatibility shim;
@@ -11,149 +12,61 @@ backend, chosen automatically in this order or by ``backend=``:
 * ``"torchattacks"``: torchattacks' APGD, APGDT, FAB and Square with AutoAttack's settings
   (Linf and L2 only).
 
-The cascade (robust flags, per-batch evaluation, resumable state file, log lines) is the
-official ``AutoAttack.run_standard_evaluation`` logic, implemented once here so that every
-backend returns the same result object, reports which attack broke each point and restores
-the caller's model, RNG and tensors.
+The cascade (robust flags, per-batch evaluation, resumable state file
+(:mod:`freqplug.eval._autoattack_state`), log lines, AutoAttack's sanity checks
+(:mod:`freqplug.eval._autoattack_checks`)) is the official ``AutoAttack.run_standard_evaluation``
+logic, implemented once here so that every backend returns the same result object, reports which
+attack broke each point and restores the caller's model, RNG and tensors.
 """
 
 from __future__ import annotations
 
-import ast
-import importlib
-import importlib.util
-import json
-import math
-import sys
 import time
 import warnings
+from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import nn
 
-from .._model import preserved_model_state
-from .._validation import check_choice, check_images, check_labels, check_number, check_positive_int
+from .._model import model_device_dtype, num_classes_of, predict, preserved_model_state
+from .._validation import (
+    check_choice,
+    check_images,
+    check_labels,
+    check_number,
+    check_positive_int,
+    check_seed,
+)
+from ._autoattack_backends import (
+    ATTACKS,
+    BACKENDS,
+    NORMS,
+    VERSIONS,
+    available_backends,
+    evaluations_per_point,
+    make_backend,
+)
+from ._autoattack_checks import AutoAttackCheckWarning, CheckLog, run_input_checks
+from ._autoattack_state import EvaluationState
 
 __all__ = [
     "ATTACKS",
     "BACKENDS",
     "VERSIONS",
+    "AutoAttackCheckWarning",
     "AutoAttackResult",
     "AutoAttackRunner",
     "EvaluationState",
     "available_backends",
 ]
 
-#: Attack names of the official package, in the order of version "plus".
-ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
-
-#: Attack lists of the preset versions (official ``AutoAttack.set_version``).
-VERSIONS: Dict[str, Tuple[str, ...]] = {
-    "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
-    "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
-    "rand": ("apgd-ce", "apgd-dlr"),
-}
-
-BACKENDS = ("autoattack", "pyautoattack", "torchattacks")
-NORMS = ("Linf", "L2", "L1")
-
 #: ``broken_by`` entry of points misclassified before any attack.
 CLEAN = "clean"
 #: ``broken_by`` entry of points broken in an earlier run whose state was restored.
 RESTORED = "restored"
-
-
-# --------------------------------------------------------------------------- state file
-@dataclass
-class EvaluationState:
-    """Resumable evaluation state, in the file format of the official ``autoattack.state``.
-
-    The JSON file holds ``_attacks_to_run``, ``path``, ``_run_attacks``, ``_robust_flags``
-    (list of bools, one per point), ``_last_saved``, ``_SAVE_TIMEOUT`` and ``_clean_accuracy``,
-    so files written here are read by the official/pyautoattack ``EvaluationState.from_disk``
-    (robustbench reads ``robust_flags`` from it) and the other way round. One difference:
-    the official class writes the attack set as its Python repr (``"{'apgd-ce'}"``), which its
-    own ``from_disk`` then compares unequal to any attack set, so official state files can
-    never be resumed; this class writes a JSON list and reads both forms.
-    """
-
-    _attacks_to_run: Set[str]
-    path: Optional[Path] = None
-    _run_attacks: Set[str] = field(default_factory=set)
-    _robust_flags: Optional[torch.Tensor] = None
-    _last_saved: datetime = datetime(1, 1, 1)
-    _SAVE_TIMEOUT: int = 60
-    _clean_accuracy: float = float("nan")
-
-    def to_disk(self, force: bool = False) -> None:
-        elapsed = (datetime.now() - self._last_saved).total_seconds()
-        if self.path is None or (elapsed < self._SAVE_TIMEOUT and not force):
-            return
-        self._last_saved = datetime.now()
-        record = asdict(self)
-        record["_attacks_to_run"] = sorted(self._attacks_to_run)
-        record["_run_attacks"] = sorted(self._run_attacks)
-        if self._robust_flags is not None:
-            record["_robust_flags"] = self._robust_flags.cpu().tolist()
-        with Path(self.path).open("w") as handle:
-            json.dump(record, handle, default=str)
-
-    @classmethod
-    def from_disk(cls, path: Union[str, Path]) -> "EvaluationState":
-        path = Path(path)
-        with path.open("r") as handle:
-            record = json.load(handle)
-        attacks = record["_attacks_to_run"]
-        if isinstance(attacks, str):  # the official writer's repr of a set
-            attacks = ast.literal_eval(attacks) if attacks not in ("set()", "") else set()
-        record["_attacks_to_run"] = set(attacks)
-        record["_run_attacks"] = set(record.get("_run_attacks") or ())
-        flags = record.get("_robust_flags")
-        record["_robust_flags"] = None if flags is None else torch.tensor(flags, dtype=torch.bool)
-        record["path"] = path
-        record["_last_saved"] = datetime.fromisoformat(record["_last_saved"])
-        return cls(**record)
-
-    @property
-    def robust_flags(self) -> Optional[torch.Tensor]:
-        return self._robust_flags
-
-    @robust_flags.setter
-    def robust_flags(self, flags: torch.Tensor) -> None:
-        self._robust_flags = flags
-        self.to_disk(force=True)
-
-    @property
-    def run_attacks(self) -> Set[str]:
-        return self._run_attacks
-
-    def add_run_attack(self, attack: str) -> None:
-        self._run_attacks.add(attack)
-        self.to_disk()
-
-    @property
-    def attacks_to_run(self) -> Set[str]:
-        return self._attacks_to_run
-
-    @property
-    def clean_accuracy(self) -> float:
-        return self._clean_accuracy
-
-    @clean_accuracy.setter
-    def clean_accuracy(self, accuracy: float) -> None:
-        self._clean_accuracy = accuracy
-        self.to_disk(force=True)
-
-    @property
-    def robust_accuracy(self) -> float:
-        if self._robust_flags is None:
-            raise ValueError("robust_flags is not set yet. Start the attack first.")
-        return self._robust_flags.double().mean().item()
 
 
 # --------------------------------------------------------------------------- result
@@ -174,19 +87,22 @@ class AutoAttackResult:
         robust_accuracy_by_attack: ``{"clean": acc, attack: robust accuracy after it, ...}``
             (official ``robust_accuracy_dict``), in run order.
         attacks: the attack list that was run; ``version``, ``norm``, ``eps``, ``backend``.
+        check_warnings: the flags AutoAttack's shipped sanity checks raised during the run (also
+            issued as :class:`AutoAttackCheckWarning` and written to the log), empty when none.
     """
 
     x_adv: torch.Tensor
     y_pred: torch.Tensor
     clean_correct: torch.Tensor
     robust: torch.Tensor
-    broken_by: List[Optional[str]]
-    robust_accuracy_by_attack: Dict[str, float]
-    attacks: Tuple[str, ...]
+    broken_by: list[str | None]
+    robust_accuracy_by_attack: dict[str, float]
+    attacks: tuple[str, ...]
     version: str
     norm: str
     eps: float
     backend: str
+    check_warnings: tuple[str, ...] = ()
 
     @property
     def clean_accuracy(self) -> float:
@@ -199,190 +115,7 @@ class AutoAttackResult:
         return self.robust.double().mean().item()
 
 
-# --------------------------------------------------------------------------- backends
-def _official_autoattack_available() -> bool:
-    """True when a real official ``autoattack`` package (not freqplug's shim) is importable."""
-    module = sys.modules.get("autoattack")
-    if module is not None:
-        return not getattr(module, "__freqplug_shim__", False)
-    try:
-        return importlib.util.find_spec("autoattack") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def available_backends() -> Tuple[str, ...]:
-    """Backends importable here, in the order ``backend="auto"`` tries them."""
-    found = []
-    if _official_autoattack_available():
-        found.append("autoattack")
-    for name in ("pyautoattack", "torchattacks"):
-        if importlib.util.find_spec(name) is not None:
-            found.append(name)
-    return tuple(found)
-
-
-def _version_defaults(version: str, norm: str) -> Dict[str, Dict[str, float]]:
-    """Per-attack settings of the official package for a version (its __init__ + set_version)."""
-    apgd = {"n_iter": 100, "n_restarts": 5, "eot_iter": 1}
-    apgd_t = {"n_iter": 100, "n_restarts": 1, "n_target_classes": 9}
-    fab = {"n_iter": 100, "n_restarts": 5, "n_target_classes": 9}
-    square = {"n_queries": 5000, "n_restarts": 1}
-    if version == "standard":
-        apgd["n_restarts"] = 1
-        fab["n_restarts"] = 1
-        if norm == "L1":
-            apgd["n_restarts"] = 5
-            apgd_t["n_target_classes"] = 5
-    elif version == "plus":
-        fab["n_restarts"] = 5
-    elif version == "rand":
-        apgd["n_restarts"] = 1
-        apgd["eot_iter"] = 20
-    return {"apgd": apgd, "apgd-t": apgd_t, "fab": fab, "square": square}
-
-
-class _PackageBackend:
-    """Attacks of the official ``autoattack`` package or of ``pyautoattack`` (same classes)."""
-
-    def __init__(self, name: str, model: nn.Module, norm: str, eps: float, version: str,
-                 attacks: Sequence[str], seed: int, device: torch.device, overrides: Dict[str, int]):
-        self.name = name
-        module = importlib.import_module(name)
-        custom = version == "custom"
-        if name == "autoattack":
-            adversary = module.AutoAttack(model, norm=norm, eps=eps, seed=seed, verbose=False,
-                                          attacks_to_run=list(attacks) if custom else [], version=version,
-                                          device=device)
-        else:
-            adversary = module.AutoAttack(model, attacks=list(attacks) if custom else None, device=device,
-                                          eps=eps, norm=norm, seed=seed, version=version)
-            adversary.verbose = False
-        self.adversary = adversary
-        self.seed = seed
-        if overrides.get("n_iter") is not None:
-            n_iter = overrides["n_iter"]
-            for attack in (adversary.apgd, adversary.apgd_targeted):
-                # APGD derives its checkpoint schedule from n_iter in __init__: recompute it.
-                attack.n_iter = attack.n_iter_orig = n_iter
-                attack.n_iter_2 = max(int(0.22 * n_iter), 1)
-                attack.n_iter_min = max(int(0.06 * n_iter), 1)
-                attack.size_decr = max(int(0.03 * n_iter), 1)
-            adversary.fab.n_iter = n_iter
-        if overrides.get("n_restarts") is not None:
-            for attack in (adversary.apgd, adversary.apgd_targeted, adversary.fab, adversary.square):
-                attack.n_restarts = overrides["n_restarts"]
-        if overrides.get("n_queries") is not None:
-            adversary.square.n_queries = overrides["n_queries"]
-        if overrides.get("n_target_classes") is not None:
-            adversary.apgd_targeted.n_target_classes = overrides["n_target_classes"]
-            adversary.fab.n_target_classes = overrides["n_target_classes"]
-
-    def limit_target_classes(self, num_classes: int) -> None:
-        for attack in (self.adversary.apgd_targeted, self.adversary.fab):
-            attack.n_target_classes = min(attack.n_target_classes, num_classes - 1)
-
-    def perturb(self, attack: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        # The dispatch of the official run_standard_evaluation, attack by attack.
-        adversary = self.adversary
-        if attack in ("apgd-ce", "apgd-dlr"):
-            adversary.apgd.loss = "ce" if attack == "apgd-ce" else "dlr"
-            adversary.apgd.seed = self.seed
-            return adversary.apgd.perturb(x, y)
-        if attack == "apgd-t":
-            adversary.apgd_targeted.seed = self.seed
-            return adversary.apgd_targeted.perturb(x, y)
-        if attack in ("fab", "fab-t"):
-            adversary.fab.targeted = attack == "fab-t"
-            if attack == "fab-t":
-                adversary.fab.n_restarts = 1
-            adversary.fab.seed = self.seed
-            return adversary.fab.perturb(x, y)
-        adversary.square.seed = self.seed
-        return adversary.square.perturb(x, y)
-
-
-class _TorchattacksBackend:
-    """torchattacks' APGD/APGDT/FAB/Square configured as the official versions configure them."""
-
-    name = "torchattacks"
-
-    def __init__(self, model: nn.Module, norm: str, eps: float, version: str, attacks: Sequence[str],
-                 seed: int, device: torch.device, overrides: Dict[str, int]):
-        if norm == "L1":
-            raise ValueError(
-                "backend 'torchattacks' supports norm 'Linf' and 'L2' only, got 'L1'; "
-                "use backend='pyautoattack' (pip install pyautoattack) for L1"
-            )
-        self.model, self.norm, self.eps, self.seed = model, norm, eps, seed
-        self.settings = _version_defaults(version, norm)
-        for group in self.settings.values():
-            for key, value in overrides.items():
-                if value is not None and key in group:
-                    group[key] = value
-        self.attacks: Dict[str, object] = {}
-
-    def limit_target_classes(self, num_classes: int) -> None:
-        for group in ("apgd-t", "fab"):
-            self.settings[group]["n_target_classes"] = min(self.settings[group]["n_target_classes"], num_classes - 1)
-
-    def _build(self, attack: str):
-        import torchattacks
-
-        common = dict(norm=self.norm, eps=self.eps, seed=self.seed)
-        if attack in ("apgd-ce", "apgd-dlr"):
-            s = self.settings["apgd"]
-            return torchattacks.APGD(self.model, steps=s["n_iter"], n_restarts=s["n_restarts"], eot_iter=s["eot_iter"],
-                                     loss="ce" if attack == "apgd-ce" else "dlr", rho=0.75, **common)
-        if attack == "apgd-t":
-            s = self.settings["apgd-t"]
-            # torchattacks targets the n_classes - 1 runner-up classes: n_classes = targets + 1.
-            return torchattacks.APGDT(self.model, steps=s["n_iter"], n_restarts=s["n_restarts"], rho=0.75,
-                                      n_classes=s["n_target_classes"] + 1, **common)
-        if attack in ("fab", "fab-t"):
-            s = self.settings["fab"]
-            return torchattacks.FAB(self.model, steps=s["n_iter"],
-                                    n_restarts=1 if attack == "fab-t" else s["n_restarts"],
-                                    multi_targeted=attack == "fab-t", n_classes=s["n_target_classes"] + 1, **common)
-        s = self.settings["square"]
-        return torchattacks.Square(self.model, n_queries=s["n_queries"], n_restarts=s["n_restarts"], p_init=0.8,
-                                   loss="margin", resc_schedule=False, **common)
-
-    def perturb(self, attack: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if attack not in self.attacks:
-            self.attacks[attack] = self._build(attack)
-        return self.attacks[attack](x, y)
-
-
 # --------------------------------------------------------------------------- runner
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
-@contextmanager
-def _owned_state_preserved(model: nn.Module, device: torch.device):
-    """Run in eval mode with frozen parameters; restore mode, requires_grad and the global RNG.
-
-    Freezing the parameters keeps attacks that call ``loss.backward()`` from writing ``.grad``
-    of the caller's model; the backends reseed torch's RNG, so it is forked.
-    """
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    devices = [device] if device.type == "cuda" else []
-    try:
-        with preserved_model_state(model), torch.random.fork_rng(devices=devices):
-            model.eval()
-            for parameter, _ in flags:
-                parameter.requires_grad_(False)
-            yield
-    finally:
-        for parameter, flag in flags:
-            parameter.requires_grad_(flag)
-
-
 class AutoAttackRunner:
     """AutoAttack (Croce & Hein, ICML 2020) with one API over three backends.
 
@@ -406,6 +139,20 @@ class AutoAttackRunner:
         log_path: also append those lines to this file (as the official ``log_path``).
         show_progress: tqdm progress bar over attack batches.
 
+    Checks: every run calls AutoAttack's own sanity checks from the ``checks`` module the package
+    ships (official or pyautoattack; with the torchattacks backend, pyautoattack's): randomized
+    model, probabilities instead of logits, gradient code at inference, too few classes, zero
+    gradients inside APGD (package backends), Square beating the white-box attacks. The official
+    package prints their flags; here each one is issued as an :class:`AutoAttackCheckWarning`
+    (filterable), written to the log and kept in :attr:`AutoAttackResult.check_warnings`. They
+    cost 7 extra forward passes of one batch. The model's output is also checked on every
+    prediction: non-finite logits raise ``ValueError`` naming the model, and labels outside the
+    output width raise ``ValueError`` naming ``y``.
+
+    Cost: one attack call per attack and batch of still-robust points; APGD runs about
+    ``n_iter × n_restarts`` forward/backward passes per point (APGD-T and FAB-T times the number
+    of target classes), Square up to ``n_queries`` forward passes per point.
+
     Example:
         >>> runner = AutoAttackRunner(model, norm="Linf", eps=8/255)   # doctest: +SKIP
         >>> result = runner.run(x, y, batch_size=128)                  # doctest: +SKIP
@@ -413,11 +160,11 @@ class AutoAttackRunner:
     """
 
     def __init__(self, model: nn.Module, norm: str = "Linf", eps: float = 8 / 255, version: str = "standard",
-                 attacks: Optional[Sequence[str]] = None, backend: str = "auto", *, seed: Optional[int] = 0,
-                 device: Optional[Union[str, torch.device]] = None, n_iter: Optional[int] = None,
-                 n_restarts: Optional[int] = None, n_queries: Optional[int] = None,
-                 n_target_classes: Optional[int] = None, verbose: bool = False,
-                 log_path: Optional[Union[str, Path]] = None, show_progress: bool = False):
+                 attacks: Sequence[str] | None = None, backend: str = "auto", *, seed: int | None = 0,
+                 device: str | torch.device | None = None, n_iter: int | None = None,
+                 n_restarts: int | None = None, n_queries: int | None = None,
+                 n_target_classes: int | None = None, verbose: bool = False,
+                 log_path: str | Path | None = None, show_progress: bool = False):
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
         check_choice(norm, "norm", NORMS)
@@ -442,8 +189,7 @@ class AutoAttackRunner:
             )
         else:
             attacks = VERSIONS[version]
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"`seed` must be an int or None, got {type(seed).__name__}")
+        check_seed(seed, "seed", allow_none=True)
         self.overrides = {
             "n_iter": None if n_iter is None else check_positive_int(n_iter, "n_iter"),
             "n_restarts": None if n_restarts is None else check_positive_int(n_restarts, "n_restarts"),
@@ -453,11 +199,14 @@ class AutoAttackRunner:
         }
         self.model, self.norm, self.version, self.attacks = model, norm, version, tuple(attacks)
         self.seed = int(time.time() * 1000) % 2**31 if seed is None else seed
-        self.device = torch.device(device) if device is not None else _model_device(model)
+        model_device, self.dtype = model_device_dtype(model)
+        self.device = torch.device(device) if device is not None else model_device
         self.verbose, self.show_progress = bool(verbose), bool(show_progress)
         self.log_path = None if log_path is None else Path(log_path)
         self.backend_name = self._select_backend(backend)
         self._backend = None
+        # In-attack checks (APGD's zero-gradient flag) land here; surfaced after each attack list.
+        self._attack_log = CheckLog()
 
     # ----------------------------------------------------------------- backend
     def _select_backend(self, requested: str) -> str:
@@ -470,8 +219,8 @@ class AutoAttackRunner:
         else:
             if requested not in available:
                 hint = {
-                    "autoattack": "the official package is not on the package registry; install it with "
-                                  "`pip install git+https://github.com/fra31/auto-attack`, or use backend='pyautoattack'",
+                    "autoattack": "the official package is not on the package registry; install it with `pip "
+                                  "install git+https://github.com/fra31/auto-attack`, or use backend='pyautoattack'",
                     "pyautoattack": "install it with `pip install pyautoattack`",
                     "torchattacks": "install it with `pip install torchattacks`",
                 }[requested]
@@ -486,12 +235,8 @@ class AutoAttackRunner:
     def backend(self):
         """The backend object (built on first use): ``.adversary`` is the package's AutoAttack."""
         if self._backend is None:
-            args = (self.model, self.norm, self.eps, self.version, self.attacks, self.seed, self.device,
-                    self.overrides)
-            if self.backend_name == "torchattacks":
-                self._backend = _TorchattacksBackend(*args)
-            else:
-                self._backend = _PackageBackend(self.backend_name, *args)
+            self._backend = make_backend(self.backend_name, self.model, self.norm, self.eps, self.version,
+                                         self.attacks, self.seed, self.device, self.overrides)
         return self._backend
 
     # ----------------------------------------------------------------- logging
@@ -503,13 +248,34 @@ class AutoAttackRunner:
                 handle.write(message + "\n")
 
     # ----------------------------------------------------------------- helpers
-    def _predict(self, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-        predictions = []
-        with torch.no_grad():
-            for start in range(0, x.shape[0], batch_size):
-                batch = x[start:start + batch_size].to(self.device)
-                predictions.append(self.model(batch).argmax(dim=1).cpu())
-        return torch.cat(predictions)
+    def _predict(self, x: torch.Tensor, batch_size: int, labels: torch.Tensor | None = None) -> torch.Tensor:
+        # Every chunk's logits are checked (finite, (B, K)); labels against K on the first chunk.
+        return predict(self.model, x, batch_size=batch_size, device=self.device, labels=labels, labels_name="y")
+
+    def _surface_checks(self, log: CheckLog, already: list[str]) -> None:
+        """Issue the checks' new messages as warnings and log lines (the official package prints them)."""
+        for message in log.messages:
+            if message in already:
+                continue
+            already.append(message)
+            warnings.warn(AutoAttackCheckWarning(f"AutoAttack check ({self.backend_name} backend): {message}"),
+                          stacklevel=4)
+            self._log(f"Warning: {message}")
+
+    def _input_checks(self, x_cpu: torch.Tensor, y_cpu: torch.Tensor, batch_size: int, attacks) -> CheckLog:
+        """AutoAttack's shipped checks on the first batch, as ``run_standard_evaluation`` runs them."""
+        log = CheckLog()
+        backend = self.backend
+        checks = backend.checks_module()
+        if checks is None:
+            log.log("AutoAttack's sanity checks were not run: no package shipping them (pyautoattack or the "
+                    "official autoattack) is importable; install pyautoattack")
+            return log
+        xb = x_cpu[:batch_size].to(device=self.device, dtype=self.dtype)
+        yb = y_cpu[:batch_size].to(self.device)
+        run_input_checks(checks, self.model, xb, yb, version=self.version, attacks=attacks,
+                         target_classes=backend.target_classes(), log=log)
+        return log
 
     def _check(self, x, y, batch_size) -> int:
         check_images(x, "x")
@@ -518,110 +284,167 @@ class AutoAttackRunner:
 
     # ----------------------------------------------------------------- run
     def run(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 250,
-            state_path: Optional[Union[str, Path]] = None) -> AutoAttackResult:
-        """Run the attack cascade on images ``x`` (N, C, H, W) in [0, 1] with labels ``y`` (N,).
+            state_path: str | Path | None = None) -> AutoAttackResult:
+        """Run the attack cascade (official ``run_standard_evaluation``).
 
         Args:
+            x: (N, C, H, W) images in [0, 1].
+            y: (N,) int64 labels in [0, K), K the model's output width.
             batch_size: points per attack call (official ``bs``).
             state_path: resumable state file (official ``state_path``): created when absent,
                 resumed when present (attacks already run are skipped; only adversarial
                 examples of the current run are returned, as the official package does).
 
         Returns:
-            :class:`AutoAttackResult`.
+            :class:`AutoAttackResult`; robust accuracy = mean over the N points of
+            ``1[f(x_i) = y_i and f(x_adv_i) = y_i for every attack]`` (Croce & Hein 2020).
+
+        Raises:
+            ValueError: ``x`` outside [0, 1], ``y`` outside [0, K), or the model returns
+                non-finite logits (on clean or adversarial inputs).
         """
         batch_size = self._check(x, y, batch_size)
-        return self._run(x, y, batch_size, self.attacks, state_path)
+        x_cpu, y_cpu = x.detach().cpu(), y.detach().to("cpu", torch.long)
+        with preserved_model_state(self.model, eval_mode=True, freeze=True, fork_rng=True):
+            seen: list[str] = []
+            self._prepare(x_cpu, y_cpu, batch_size, self.attacks, seen)
+            result = self._cascade(x_cpu, y_cpu, batch_size, self.attacks, state_path, seen)
+        return self._to_caller(result, x, y)
 
     def run_individual(self, x: torch.Tensor, y: torch.Tensor,
-                       batch_size: int = 250) -> Dict[str, AutoAttackResult]:
+                       batch_size: int = 250) -> dict[str, AutoAttackResult]:
         """Run each attack of the list alone on all clean-correct points (official
-        ``run_standard_evaluation_individual``). Returns ``{attack: AutoAttackResult}``."""
-        batch_size = self._check(x, y, batch_size)
-        return {attack: self._run(x, y, batch_size, (attack,), None) for attack in self.attacks}
+        ``run_standard_evaluation_individual``); arguments as :meth:`run`.
 
-    def _run(self, x, y, batch_size, attacks, state_path) -> AutoAttackResult:
+        Returns:
+            ``{attack: AutoAttackResult}`` in the order of the attack list.
+        """
+        batch_size = self._check(x, y, batch_size)
+        x_cpu, y_cpu = x.detach().cpu(), y.detach().to("cpu", torch.long)
+        results = {}
+        with preserved_model_state(self.model, eval_mode=True, freeze=True, fork_rng=True):
+            seen: list[str] = []
+            self._prepare(x_cpu, y_cpu, batch_size, self.attacks, seen)
+            for attack in self.attacks:
+                results[attack] = self._to_caller(
+                    self._cascade(x_cpu, y_cpu, batch_size, (attack,), None, seen), x, y)
+        return results
+
+    def _prepare(self, x_cpu, y_cpu, batch_size, attacks, seen: list[str]) -> None:
+        """Check the model's output and the labels on one image, then run AutoAttack's checks."""
+        example = x_cpu[:1].to(device=self.device, dtype=self.dtype)
+        num_classes = num_classes_of(self.model, example, labels=y_cpu, labels_name="y")
+        backend = self.backend
+        if any(a in ("apgd-t", "fab-t") for a in attacks) and num_classes - 1 < 9:
+            backend.limit_target_classes(num_classes)
+        backend.route_attack_logs(self._attack_log)
+        budget = self.evaluation_estimate(x_cpu.shape[0], num_classes, attacks=attacks)
+        self._log("budget: at most about {:,} model evaluations for {} points ({})".format(
+            sum(budget.values()), x_cpu.shape[0], ", ".join(f"{a} {n:,}" for a, n in budget.items())))
+        self._surface_checks(self._input_checks(x_cpu, y_cpu, batch_size, attacks), seen)
+
+    def evaluation_estimate(self, num_points: int, num_classes: int = 10,
+                            attacks: Sequence[str] | None = None) -> dict[str, int]:
+        """Upper bound on the model evaluations each attack spends on ``num_points`` points.
+
+        One evaluation is a forward (Square) or forward + backward (APGD, FAB) pass of one image;
+        every point is counted for every attack, as if none broke (the cascade stops attacking
+        broken points, so a real run spends less). AutoAttack's checks add 7 forward passes of one
+        batch. For example the standard version on 1,000 CIFAR-10 images is at most about 7.9 million.
+
+        Args:
+            num_points: N, the points to attack.
+            num_classes: K, the model's output width (untargeted FAB's cost grows with it; the
+                targeted attacks use at most K - 1 targets).
+            attacks: the attack list (default: the runner's).
+
+        Returns:
+            ``{attack: evaluations}`` in run order.
+        """
+        num_points = check_positive_int(num_points, "num_points")
+        num_classes = check_positive_int(num_classes, "num_classes", minimum=2)
+        estimate = {}
+        for attack in self.attacks if attacks is None else attacks:
+            settings = self.backend.settings_of(attack)
+            if "n_target_classes" in settings:
+                settings["n_target_classes"] = min(settings["n_target_classes"], num_classes - 1)
+            estimate[attack] = num_points * evaluations_per_point(attack, settings, num_classes)
+        return estimate
+
+    def _cascade(self, x_cpu, y_cpu, batch_size, attacks, state_path, seen: list[str]) -> AutoAttackResult:
         from tqdm.auto import tqdm
 
-        n = x.shape[0]
-        y_cpu = y.detach().to("cpu", torch.long)
-        x_cpu = x.detach().cpu()
+        n = x_cpu.shape[0]
         state = self._open_state(state_path, attacks)
-        with _owned_state_preserved(self.model, self.device):
-            with torch.no_grad():
-                logits = self.model(x_cpu[: min(batch_size, n)].to(self.device))
-            num_classes = int(logits.shape[1])
-            if int(y_cpu.max()) >= num_classes:
-                raise ValueError(f"`y` holds class {int(y_cpu.max())} but the model returns {num_classes} logits")
-            backend = self.backend
-            if any(a in ("apgd-t", "fab-t") for a in attacks) and num_classes - 1 < 9:
-                backend.limit_target_classes(num_classes)
+        backend = self.backend
+        self._attack_log.messages.clear()
 
-            y_pred = self._predict(x_cpu, batch_size)
-            clean_correct = y_pred == y_cpu
-            broken_by: List[Optional[str]] = [None if ok else CLEAN for ok in clean_correct.tolist()]
-            if state.robust_flags is None:
-                robust = clean_correct.clone()
+        y_pred = self._predict(x_cpu, batch_size, labels=y_cpu)
+        clean_correct = y_pred == y_cpu
+        broken_by: list[str | None] = [None if ok else CLEAN for ok in clean_correct.tolist()]
+        if state.robust_flags is None:
+            robust = clean_correct.clone()
+            state.robust_flags = robust.clone()
+            state.clean_accuracy = clean_correct.double().mean().item()
+        else:
+            robust = state.robust_flags.clone().cpu().bool()
+            if robust.shape != (n,):
+                raise ValueError(f"the state file {state.path} holds {robust.numel()} points, "
+                                 f"but {n} were given")
+            for i in torch.nonzero(clean_correct & ~robust).flatten().tolist():
+                broken_by[i] = RESTORED
+            self._log(f"Restored state from {state.path}: {sorted(state.run_attacks)} already run")
+        accuracies = {"clean": state.clean_accuracy}
+        self._log(f"using {self.version} version including {', '.join(attacks)}.")
+        self._log(f"initial accuracy: {state.clean_accuracy:.2%}")
+
+        x_adv = x_cpu.clone()
+        started = time.time()
+        pending = [a for a in attacks if a not in state.run_attacks]
+        for attack in pending:
+            indices = torch.nonzero(robust).flatten()
+            if indices.numel() == 0:
+                self._log("no robust datapoints left, skipping remaining attacks")
+                break
+            for chunk in tqdm(list(indices.split(batch_size)), desc=attack, disable=not self.show_progress):
+                xb = x_cpu[chunk].to(device=self.device, dtype=self.dtype)
+                yb = y_cpu[chunk].to(self.device)
+                adversarial = backend.perturb(attack, xb, yb).detach()
+                output = self._predict(adversarial, batch_size)
+                fooled = output != y_cpu[chunk]
+                fooled_idx = chunk[fooled]
+                robust[fooled_idx] = False
+                x_adv[fooled_idx] = adversarial[fooled].cpu().to(x_adv.dtype)
+                y_pred[fooled_idx] = output[fooled]
+                for i in fooled_idx.tolist():
+                    broken_by[i] = attack
                 state.robust_flags = robust.clone()
-                state.clean_accuracy = clean_correct.double().mean().item()
-            else:
-                robust = state.robust_flags.clone().cpu().bool()
-                if robust.shape != (n,):
-                    raise ValueError(f"the state file {state.path} holds {robust.numel()} points, "
-                                     f"but {n} were given")
-                for i in torch.nonzero(clean_correct & ~robust).flatten().tolist():
-                    broken_by[i] = RESTORED
-                self._log(f"Restored state from {state.path}: {sorted(state.run_attacks)} already run")
-            accuracies = {"clean": state.clean_accuracy}
-            self._log(f"using {self.version} version including {', '.join(attacks)}.")
-            self._log("initial accuracy: {:.2%}".format(state.clean_accuracy))
-
-            x_adv = x_cpu.clone()
-            started = time.time()
-            pending = [a for a in attacks if a not in state.run_attacks]
-            for attack in pending:
-                indices = torch.nonzero(robust).flatten()
-                if indices.numel() == 0:
-                    self._log("no robust datapoints left, skipping remaining attacks")
-                    break
-                batches = list(indices.split(batch_size))
-                for chunk in tqdm(batches, desc=attack, disable=not self.show_progress):
-                    xb = x_cpu[chunk].to(self.device)
-                    yb = y_cpu[chunk].to(self.device)
-                    adversarial = backend.perturb(attack, xb, yb).detach()
-                    with torch.no_grad():
-                        output = self.model(adversarial).argmax(dim=1).cpu()
-                    fooled = output != y_cpu[chunk]
-                    fooled_idx = chunk[fooled]
-                    robust[fooled_idx] = False
-                    x_adv[fooled_idx] = adversarial[fooled].cpu().to(x_adv.dtype)
-                    y_pred[fooled_idx] = output[fooled]
-                    for i in fooled_idx.tolist():
-                        broken_by[i] = attack
-                    state.robust_flags = robust.clone()
-                accuracies[attack] = robust.double().mean().item()
-                state.add_run_attack(attack)
-                self._log("robust accuracy after {}: {:.2%} (total time {:.1f} s)".format(
-                    attack.upper(), accuracies[attack], time.time() - started))
-            state.to_disk(force=True)
-            if any(b == RESTORED for b in broken_by):
-                # Restored points come back clean; predict them so y_pred matches x_adv.
-                y_pred = self._predict(x_adv, batch_size)
-            self._log("robust accuracy: {:.2%}".format(robust.double().mean().item()))
-
+            accuracies[attack] = robust.double().mean().item()
+            state.add_run_attack(attack)
+            self._log(f"robust accuracy after {attack.upper()}: {accuracies[attack]:.2%} (total time {time.time() - started:.1f} s)")
+        state.to_disk(force=True)
+        self._surface_checks(self._attack_log, seen)
+        checks = backend.checks_module()
+        if checks is not None:
+            square_log = CheckLog()
+            checks.check_square_sr(accuracies, logger=square_log)
+            self._surface_checks(square_log, seen)
+        if any(b == RESTORED for b in broken_by):
+            # Restored points come back clean; predict them so y_pred matches x_adv.
+            y_pred = self._predict(x_adv, batch_size)
+        self._log(f"robust accuracy: {robust.double().mean().item():.2%}")
         return AutoAttackResult(
-            x_adv=x_adv.to(device=x.device, dtype=x.dtype),
-            y_pred=y_pred.to(y.device),
-            clean_correct=clean_correct,
-            robust=robust,
-            broken_by=broken_by,
-            robust_accuracy_by_attack=accuracies,
-            attacks=tuple(attacks),
-            version=self.version,
-            norm=self.norm,
-            eps=self.eps,
-            backend=self.backend_name,
+            x_adv=x_adv, y_pred=y_pred, clean_correct=clean_correct, robust=robust, broken_by=broken_by,
+            robust_accuracy_by_attack=accuracies, attacks=tuple(attacks), version=self.version, norm=self.norm,
+            eps=self.eps, backend=self.backend_name, check_warnings=tuple(seen),
         )
+
+    @staticmethod
+    def _to_caller(result: AutoAttackResult, x: torch.Tensor, y: torch.Tensor) -> AutoAttackResult:
+        """Adversarial examples on the caller's device and dtype, predictions on the labels' device."""
+        result.x_adv = result.x_adv.to(device=x.device, dtype=x.dtype)
+        result.y_pred = result.y_pred.to(y.device)
+        return result
 
     def _open_state(self, state_path, attacks) -> EvaluationState:
         if state_path is None:
@@ -644,12 +467,26 @@ class AutoAttackRunner:
         return state
 
     def clean_accuracy(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 250) -> float:
-        """Fraction of ``x`` (N, C, H, W) classified as ``y`` (N,)."""
+        """Fraction of ``x`` (N, C, H, W) classified as ``y`` (N,); logits and labels checked as in :meth:`run`."""
         batch_size = self._check(x, y, batch_size)
-        with _owned_state_preserved(self.model, self.device):
-            predictions = self._predict(x.detach().cpu(), batch_size)
-        return (predictions == y.cpu()).double().mean().item()
+        y_cpu = y.detach().to("cpu", torch.long)
+        with preserved_model_state(self.model, eval_mode=True, freeze=True, fork_rng=True):
+            predictions = self._predict(x.detach().cpu(), batch_size, labels=y_cpu)
+        return (predictions == y_cpu).double().mean().item()
 
     def __repr__(self) -> str:
         return (f"AutoAttackRunner(norm={self.norm!r}, eps={self.eps:.6g}, version={self.version!r}, "
                 f"attacks={list(self.attacks)}, backend={self.backend_name!r}, seed={self.seed})")
+
+
+# --------------------------------------------------------------------------- legacy helpers
+# ``eval/frequency.py`` still imports these two; they are the ground-layer helpers under the old
+# names and go once it calls ``freqplug._model`` directly.
+def _model_device(model: nn.Module) -> torch.device:
+    return model_device_dtype(model)[0]
+
+
+@contextmanager
+def _owned_state_preserved(model: nn.Module, device: torch.device | None = None):
+    with preserved_model_state(model, eval_mode=True, freeze=True, fork_rng=True):
+        yield
