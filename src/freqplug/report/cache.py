@@ -35,15 +35,16 @@ def cache_key(*, stage: str, settings: Mapping[str, Any], data_digest: str, mode
 def check_storable(value: Any, where: str) -> None:
     """Refuse (TypeError naming ``where``) anything but tensors, str/int/float/bool/None, lists, tuples and
     dicts with string keys: only those load back with ``weights_only=True``."""
-    if value is None or isinstance(value, (str, bool, int, float, torch.Tensor)):
+    # Exact types: a numpy scalar is a float subclass but does not load back with weights_only=True.
+    if value is None or type(value) in (str, bool, int, float) or isinstance(value, torch.Tensor):
         return
-    if isinstance(value, (list, tuple)):
+    if type(value) in (list, tuple):
         for i, item in enumerate(value):
             check_storable(item, f"{where}[{i}]")
         return
-    if isinstance(value, dict):
+    if type(value) is dict:
         for key, item in value.items():
-            if not isinstance(key, str):
+            if type(key) is not str:
                 raise TypeError(f"{where} has a key {key!r} of type {type(key).__name__}; stage results may only "
                                 "use string keys")
             check_storable(item, f"{where}[{key!r}]")

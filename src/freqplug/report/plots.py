@@ -199,8 +199,7 @@ def plot_occluded_frequency(view: PlotView):
     ax.set_ylabel("true-class logit drop")
     ax.legend(fontsize=7)
     # A class with no image has no average: drawn as a grey (masked) row, never as a zero drop.
-    colormap = matplotlib.colormaps["viridis"].copy()
-    colormap.set_bad("lightgrey")
+    colormap = matplotlib.colormaps["viridis"].with_extremes(bad="lightgrey")
     for ax, n in zip(axes[0, 1:], names):
         image = ax.imshow(np.ma.masked_invalid(arrays[n]["class_means"].numpy()), aspect="auto", cmap=colormap)
         ax.set_title(f"per class: {n} (grey: no image)", fontsize=8)
