@@ -180,7 +180,8 @@ def plot_hf_attack(view: PlotView):
                     label=f"{n} ({'n/a' if rate is None else f'{rate:.0%}'} success)")
     ax.set_xlabel("radius of the successful low-pass image (bins)")
     ax.set_ylabel("correctly classified images")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     return figure
 
 
