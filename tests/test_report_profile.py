@@ -49,10 +49,10 @@ def test_profile_works_under_no_grad_and_gives_the_same_numbers(small, mode):
 
 # ------------------------------------------------------------------------------------------ argument checks
 @pytest.mark.parametrize("overrides, error, names", [
-    ({"band_shapely": {"num_bands": 6}}, ValueError, "band_shapely"),
-    ({"band_shapley": {"num_band": 6}}, ValueError, "num_band"),
-    ({"autoattack": {"n_iters": 3}}, ValueError, "n_iters"),
-    ({"band_shapley": 6}, TypeError, "band_shapley"),
+    ({"band_shapely": {"num_bands": 6}}, ValueError, "`overrides` has an unknown key 'band_shapely'"),
+    ({"band_shapley": {"num_band": 6}}, ValueError, "`overrides.'band_shapley'.` has an unknown setting 'num_band'"),
+    ({"autoattack": {"n_iters": 3}}, ValueError, "unknown setting 'n_iters'"),
+    ({"band_shapley": 6}, TypeError, "`overrides.'band_shapley'.` must be a dict"),
     ({"batch_size": 0}, ValueError, "batch_size"),
 ])
 def test_a_typo_in_overrides_raises_naming_it(small, overrides, error, names):

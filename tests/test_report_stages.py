@@ -100,6 +100,23 @@ def test_a_stage_result_that_the_cache_could_not_load_safely_is_refused(small, t
             profile(model, x, y, out=tmp_path, stages=["toy_stage"], quiet=True)
 
 
+def _input_gradient_norm(ctx):
+    # Written the way a stage author would: no torch.enable_grad() of its own.
+    x = ctx.x.to(ctx.device).clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(ctx.model(x).logsumexp(1).sum(), x)
+    return {"metrics": {"grad_norm": float(gradient.norm())}, "arrays": {}}
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_a_stage_that_needs_grad_gets_it_under_no_grad(small, mode):
+    model, x, y = small
+    with registered(toy_stage(run=_input_gradient_norm, needs_grad=True, plot=None)):
+        reference = profile(model, x, y, out=None, stages=["toy_stage"], quiet=True)["model"]["toy_stage"]
+        with mode():
+            inside = profile(model, x, y, out=None, stages=["toy_stage"], quiet=True)["model"]["toy_stage"]
+    assert inside == reference and reference["grad_norm"] > 0
+
+
 def _imports(path: Path):
     tree = ast.parse(path.read_text())
     found = set()

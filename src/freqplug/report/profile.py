@@ -226,6 +226,7 @@ def profile(model: Union[nn.Module, Mapping[str, nn.Module]], x: torch.Tensor, y
         cuda_devices = sorted(set(cuda_devices) | {torch.device(device)}, key=str)
     overall = tqdm(total=len(models) * len(selected), desc="freqplug profile", disable=not show_progress,
                    position=0)
+    caller_grad = torch.is_grad_enabled()  # inference_mode(False) below turns grad on; stages get the caller's
     # Stages seed the global RNG (attack random starts): fork it so the user's random stream is unchanged.
     with torch.random.fork_rng(devices=cuda_devices), torch.inference_mode(False):
         try:
@@ -246,7 +247,7 @@ def profile(model: Union[nn.Module, Mapping[str, nn.Module]], x: torch.Tensor, y
                     overall.set_postfix_str(f"{name}: {stage_name}")
                     result = _run_stage(_stages.get_stage(stage_name), ctx, m, cache, cached[name], force,
                                         _stage_key_settings(_stages.get_stage(stage_name), settings),
-                                        data_digest, model_key, seed, writer)
+                                        data_digest, model_key, seed, writer, caller_grad)
                     if writer:
                         ctx.done[stage_name] = result
                         metrics["models"][name][stage_name] = result["metrics"]
@@ -265,7 +266,7 @@ def profile(model: Union[nn.Module, Mapping[str, nn.Module]], x: torch.Tensor, y
 
 def _run_stage(stage: _stages.Stage, ctx: _stages.StageContext, model: nn.Module, cache: StageCache,
                cached: List[str], force: bool, key_settings, data_digest: str, model_key: str, seed: int,
-               writer: bool) -> Optional[Dict[str, Any]]:
+               writer: bool, caller_grad: bool) -> Optional[Dict[str, Any]]:
     """One stage of one model: from the cache, skipped (a dependency was not run) or computed."""
     missing = [d for d in stage.depends_on if d not in ctx.done]
     if missing:
@@ -279,8 +280,8 @@ def _run_stage(stage: _stages.Stage, ctx: _stages.StageContext, model: nn.Module
     if not (writer or stage.sharded):
         return None
     ctx.stage = stage.name
-    with preserved_model_state(model, eval_mode=True), torch.set_grad_enabled(stage.needs_grad or
-                                                                              torch.is_grad_enabled()):
+    # Gradients where the stage needs them (attacks, input gradients), the caller's grad mode elsewhere.
+    with preserved_model_state(model, eval_mode=True), torch.set_grad_enabled(stage.needs_grad or caller_grad):
         result = stage.run(ctx)
     if result is None:
         if writer:
