@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -91,8 +90,8 @@ def test_metrics_agree_with_library_functions(fast_report, reference_model, cifa
 
 
 def test_python_api_leaves_the_model_as_it_was(cifar_samples):
-    from freqplug.report import profile
     from freqplug.models import cifar10_resnet18
+    from freqplug.report import profile
 
     model = cifar10_resnet18().train()
     model.linear.weight.requires_grad_(False)

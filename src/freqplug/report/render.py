@@ -141,7 +141,9 @@ def write_report(result, out_dir: Path, *, dpi: int = 80) -> Dict[str, Path]:
 
 
 def _md_table(head: List[str], body: List[List[str]]) -> List[str]:
-    esc = lambda s: str(s).replace("|", "\\|")
+    def esc(cell) -> str:
+        return str(cell).replace("|", "\\|")
+
     return ["| " + " | ".join(map(esc, head)) + " |", "|" + "---|" * len(head)] + \
         ["| " + " | ".join(map(esc, row)) + " |" for row in body]
 
