@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -28,7 +27,8 @@ def fast_report(tmp_path_factory):
 
 def test_report_has_every_section_plot_and_metric(fast_report):
     metrics = json.loads((fast_report / "metrics.json").read_text())
-    assert metrics["schema_version"] == 1 and metrics["preset"] == "fast" and metrics["n_examples"] == 20
+    assert metrics["schema_version"] == 2 and metrics["preset"] == "fast" and metrics["n_examples"] == 20
+    assert metrics["threat_model"]["norm"] == "Linf" and metrics["threat_model"]["eps"] == 8 / 255
     assert metrics["stages"] == list(STAGES)
     from freqplug.cli import _STAGES
 
@@ -36,10 +36,11 @@ def test_report_has_every_section_plot_and_metric(fast_report):
     assert set(metrics["models"]["embedded"]) == set(STAGES)
     markdown = (fast_report / "report.md").read_text()
     html = (fast_report / "report.html").read_text()
-    from freqplug.report.render import TITLES
+    from freqplug.report.stages import get_stage
 
+    assert "AutoAttack robust accuracy" not in markdown  # the fast preset runs a cut-down APGD
     for stage in STAGES:
-        assert f"## {TITLES[stage]}" in markdown
+        assert f"## {get_stage(stage).heading(metrics['settings'])}" in markdown
         assert f'<h2 id="{stage}">' in html
     plots = sorted(fast_report.glob("*.png"))
     assert {p.stem for p in plots} == set(STAGES) - {"clean_accuracy"}
@@ -77,6 +78,7 @@ def test_metrics_agree_with_library_functions(fast_report, reference_model, cifa
 
     hf = HFAttack(model, step=FAST["hf_attack"]["step"], batch_size=FAST["batch_size"])
     hf(x, y)
+    assert got["hf_attack"]["n_correct"] == 20  # all correct: success over correct images = over all images
     assert got["hf_attack"]["success_rate"] == pytest.approx(hf.success.double().mean().item())
     assert got["hf_attack"]["mean_radius"] == pytest.approx(hf.found_radius[hf.success].mean().item())
 
@@ -88,8 +90,8 @@ def test_metrics_agree_with_library_functions(fast_report, reference_model, cifa
 
 
 def test_python_api_leaves_the_model_as_it_was(cifar_samples):
-    from freqplug.report import profile
     from freqplug.models import cifar10_resnet18
+    from freqplug.report import profile
 
     model = cifar10_resnet18().train()
     model.linear.weight.requires_grad_(False)

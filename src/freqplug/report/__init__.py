@@ -1,9 +1,29 @@
 """freqplug.report: ``profile(model, x, y, ...)`` measures a model's frequency robustness and writes a
 report (``report.md``, self-contained ``report.html``, ``metrics.json``, PNG plots). The command
-line is ``freqplug profile``."""
+line is ``freqplug profile``.
 
-from .profile import DESCRIPTIONS, PRESETS, SCHEMA_VERSION, SHARDED_STAGES, STAGES, ProfileResult, input_jacobians, profile
+The stages are records in a registry (:mod:`freqplug.report.stages`); ``STAGES``, ``PRESETS``,
+``DESCRIPTIONS`` and ``SHARDED_STAGES`` are computed from it each time they are read, so a stage
+added with :func:`freqplug.report.stages.register` appears in all of them.
+"""
+
+from . import stages
+from .profile import SCHEMA_VERSION, ProfileResult, input_jacobians, profile
 from .render import write_report
+from .stages import Stage, StageContext
 
-__all__ = ["DESCRIPTIONS", "PRESETS", "SCHEMA_VERSION", "SHARDED_STAGES", "STAGES", "ProfileResult",
-           "input_jacobians", "profile", "write_report"]
+__all__ = ["DESCRIPTIONS", "PRESETS", "SCHEMA_VERSION", "SHARDED_STAGES", "STAGES", "ProfileResult", "Stage",
+           "StageContext", "input_jacobians", "profile", "stages", "write_report"]
+
+
+def __getattr__(name: str):
+    # Computed from the registry on every read (PEP 562): never a second, drifting list of stages.
+    if name == "STAGES":
+        return stages.stage_names()
+    if name == "SHARDED_STAGES":
+        return stages.sharded_stage_names()
+    if name == "PRESETS":
+        return {preset: stages.preset_settings(preset) for preset in stages.PRESET_NAMES}
+    if name == "DESCRIPTIONS":
+        return {stage.name: stage.description for stage in stages.registered()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

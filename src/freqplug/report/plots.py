@@ -1,0 +1,210 @@
+"""Plot functions of the built-in report stages (one per stage record in :mod:`freqplug.report.stages`).
+
+Every function takes a :class:`PlotView` (the models that ran the stage, their metrics and arrays)
+and returns a matplotlib ``Figure`` or ``None`` (nothing to draw). Figures use matplotlib's object
+API with the Agg canvas (no pyplot, no display, no global backend change). With several models,
+curves are overlaid and maps are drawn side by side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping
+
+import torch
+
+
+@dataclass
+class PlotView:
+    """What a stage's plot function sees.
+
+    Attributes:
+        names: models that ran the stage (skipped ones left out), in report order.
+        metrics: ``{model: stage metrics}``.
+        arrays: ``{model: {name: tensor}}``.
+        settings: the run's settings (``metrics.json["settings"]``).
+    """
+
+    names: List[str]
+    metrics: Dict[str, Mapping[str, Any]]
+    arrays: Dict[str, Mapping[str, torch.Tensor]]
+    settings: Mapping[str, Any]
+
+    def with_arrays(self) -> List[str]:
+        """The models whose stage produced arrays (a stage with nothing to show has none)."""
+        return [n for n in self.names if self.arrays.get(n)]
+
+
+def new_figure(ncols: int = 1, nrows: int = 1, width: float = 3.6, height: float = 3.0):
+    """A constrained-layout Agg ``Figure`` and its (nrows, ncols) axes array."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots(nrows, ncols, squeeze=False)
+
+
+def plot_autoattack(view: PlotView):
+    names, metrics = view.names, view.metrics
+    figure, axes = new_figure()
+    ax = axes[0, 0]
+    width = 0.8 / len(names)
+    for i, n in enumerate(names):
+        ax.bar([j + i * width for j in range(2)], [metrics[n]["clean_accuracy"], metrics[n]["robust_accuracy"]],
+               width=width, label=n)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(2)], ["clean", "robust"])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7)
+    return figure
+
+
+def plot_perturbation_spectrum(view: PlotView):
+    names, arrays = view.with_arrays(), view.arrays
+    if not names:
+        return None
+    figure, axes = new_figure(len(names) + 1)
+    for ax, n in zip(axes[0], names):
+        image = ax.imshow(arrays[n]["rct"].clamp_min(1e-6).log10().numpy(), cmap="viridis")
+        ax.set_title(f"log10 RCT: {n}", fontsize=8)
+        ax.set_xlabel("DCT column (low -> high)")
+        figure.colorbar(image, ax=ax, shrink=0.8)
+    ax = axes[0, -1]
+    for n in names:
+        ax.plot(arrays[n]["snr_db"].numpy(), marker="o", markersize=2, label=n)
+    ax.set_xlabel("radius (DFT bins)")
+    ax.set_ylabel("ESD(x) / ESD(delta) [dB]")
+    ax.set_title("spectral SNR", fontsize=8)
+    ax.legend(fontsize=7)
+    return figure
+
+
+def plot_masked_noise(view: PlotView):
+    names, metrics = view.names, view.metrics
+    figure, axes = new_figure(width=5.0)
+    ax = axes[0, 0]
+    keys = list(metrics[names[0]]["error_rate"])
+    width = 0.8 / len(names)
+    for i, n in enumerate(names):
+        ax.bar([j + i * width for j in range(len(keys))], [metrics[n]["error_rate"][k] for k in keys],
+               width=width, label=n)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))], [k.replace("x+delta", "x+δ") for k in keys],
+                  fontsize=7, rotation=20)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("error rate")
+    ax.legend(fontsize=7)
+    return figure
+
+
+def plot_band_shapley(view: PlotView):
+    names, arrays = view.with_arrays(), view.arrays
+    if not names:
+        return None
+    figure, axes = new_figure(2)
+    for n in names:
+        bands = range(len(arrays[n]["sid"]))
+        axes[0, 0].plot(bands, arrays[n]["sid"].numpy(), marker="o", label=n)
+        axes[0, 1].errorbar(bands, arrays[n]["psi"].numpy(), yerr=arrays[n]["stderr"].numpy(), marker="o",
+                            capsize=2, label=n)
+    axes[0, 0].set_title("SID (min-shifted, L1-normalized)", fontsize=8)
+    axes[0, 1].set_title("band Shapley value ψ ± stderr", fontsize=8)
+    for ax in axes[0]:
+        ax.set_xlabel("band (low -> high)")
+        ax.legend(fontsize=7)
+    return figure
+
+
+def plot_frequency_shapley(view: PlotView):
+    names, arrays = view.with_arrays(), view.arrays
+    if not names:
+        return None
+    m = arrays[names[0]]["images"].shape[0]
+    figure, axes = new_figure(max(len(names) + 1, m), 1 + 3 * len(names), width=2.0, height=2.0)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, n in enumerate(names):
+        ax = axes[0, i]
+        ax.axis("on")
+        limit = float(arrays[n]["mean_map"].abs().max()) or 1.0
+        ax.imshow(arrays[n]["mean_map"].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_title(f"mean φ (centered): {n}", fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax = axes[0, len(names)]
+    ax.axis("on")
+    for n in names:
+        ax.plot(arrays[n]["radial"].numpy(), label=n)
+    ax.axhline(0, color="gray", lw=0.5)
+    ax.set_title("radial average of φ", fontsize=7)
+    ax.set_xlabel("radius (bins)", fontsize=7)
+    ax.legend(fontsize=6)
+    for i, n in enumerate(names):
+        for j in range(arrays[n]["images"].shape[0]):
+            for r, (label, images) in enumerate((("image", arrays[n]["images"]), ("PFC", arrays[n]["pfc"]),
+                                                 ("NFC", arrays[n]["nfc"]))):
+                ax = axes[1 + 3 * i + r, j]
+                picture = images[j]
+                if label != "image":  # signed components: stretch to [0, 1] for display
+                    picture = (picture - picture.min()) / (picture.max() - picture.min()).clamp_min(1e-12)
+                ax.imshow(picture.permute(1, 2, 0).squeeze(-1).clamp(0, 1).numpy(),
+                          cmap="gray" if picture.shape[0] == 1 else None)
+                ax.set_title(f"{label} {j}" + (f" ({n})" if len(names) > 1 else ""), fontsize=7)
+    return figure
+
+
+def plot_frequency_bias(view: PlotView):
+    names, arrays, metrics = view.with_arrays(), view.arrays, view.metrics
+    if not names:
+        return None
+    figure, axes = new_figure(len(names))
+    for ax, n in zip(axes[0], names):
+        image = ax.imshow(arrays[n]["jacobian_spectrum"].clamp_min(1e-12).log10().numpy(), cmap="magma")
+        ax.set_title(f"log10 |DFT(J)| (centered): {n}\nB_low = {metrics[n]['b_low']:.3g}", fontsize=8)
+        figure.colorbar(image, ax=ax, shrink=0.8)
+    return figure
+
+
+def plot_hf_attack(view: PlotView):
+    names, arrays, metrics = view.with_arrays(), view.arrays, view.metrics
+    if not names:
+        return None
+    figure, axes = new_figure()
+    ax = axes[0, 0]
+    for n in names:
+        radius = arrays[n]["found_radius"]
+        radius = radius[~torch.isnan(radius)]
+        rate = metrics[n]["success_rate"]
+        if radius.numel():
+            ax.hist(radius.numpy(), bins=12, alpha=0.6,
+                    label=f"{n} ({'n/a' if rate is None else f'{rate:.0%}'} success)")
+    ax.set_xlabel("radius of the successful low-pass image (bins)")
+    ax.set_ylabel("correctly classified images")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    return figure
+
+
+def plot_occluded_frequency(view: PlotView):
+    import matplotlib
+    import numpy as np
+
+    names, arrays = view.with_arrays(), view.arrays
+    if not names:
+        return None
+    figure, axes = new_figure(len(names) + 1)
+    ax = axes[0, 0]
+    for n in names:
+        ax.plot(arrays[n]["mean"].numpy(), marker="o", markersize=2, label=n)
+    ax.set_xlabel("DCT ring max(u, v) // ring width (low -> high)")
+    ax.set_ylabel("true-class logit drop")
+    ax.legend(fontsize=7)
+    # A class with no image has no average: drawn as a grey (masked) row, never as a zero drop.
+    colormap = matplotlib.colormaps["viridis"].with_extremes(bad="lightgrey")
+    for ax, n in zip(axes[0, 1:], names):
+        image = ax.imshow(np.ma.masked_invalid(arrays[n]["class_means"].numpy()), aspect="auto", cmap=colormap)
+        ax.set_title(f"per class: {n} (grey: no image)", fontsize=8)
+        ax.set_xlabel("ring")
+        ax.set_ylabel("class")
+        figure.colorbar(image, ax=ax, shrink=0.8)
+    return figure

@@ -1,0 +1,600 @@
+"""The report's stages: one :class:`Stage` record per measure, kept in an ordered registry.
+
+A stage composes existing freqplug functions (nothing is re-implemented):
+
+==========================  ==============================================================  =========
+stage                       what it calls                                                   paper
+==========================  ==============================================================  =========
+``clean_accuracy``          :func:`freqplug._model.predict`                                  -
+``autoattack``              :class:`freqplug.eval.AutoAttackRunner`                          -
+``perturbation_spectrum``   :func:`freqplug.eval.perturbation_spectrum` on AutoAttack's x_adv Wang2020a, Luo2024
+``masked_noise``            :func:`freqplug.masked_noise_table` (PGD, PFC/NFC via Shapley)   Chen2022
+``band_shapley``            :meth:`freqplug.SpectralBandShapley.importance` (SID, SRS)       Luo2024
+``frequency_shapley``       :class:`freqplug.FrequencyShapley` + radial/PFC/NFC helpers      Chen2022
+``frequency_bias``          :func:`freqplug.spectral.frequency_bias` of input Jacobians      Chan2022
+``hf_attack``               :class:`freqplug.HFAttack`                                       Wang2020b
+``occluded_frequency``      :meth:`freqplug.OccludedFrequency.class_average_scores`          Wang2020a
+==========================  ==============================================================  =========
+
+Everything the report knows about a stage is in its record: name, title, description, settings
+per preset, the run function, the table rows, the plot, whether it is sharded under
+torch.distributed and which stages it needs. :mod:`freqplug.report.profile` orchestrates the
+records, :mod:`freqplug.report.render` draws them; adding a stage is one :func:`register` call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import _distributed as _dist
+from .._model import predict, preserved_model_state
+from . import plots
+
+#: Preset names, in the order the documentation lists them.
+PRESET_NAMES = ("fast", "default", "gpu")
+
+#: Settings shared by all stages, per preset. ``eps``/``norm`` are the Linf defaults kept for
+#: backward compatibility; :func:`freqplug.profile`'s ``threat_model``/``eps`` keywords set them.
+COMMON_SETTINGS: Dict[str, Dict[str, Any]] = {
+    "fast": {"batch_size": 128, "eps": 8 / 255, "norm": "Linf"},
+    "default": {"batch_size": 256, "eps": 8 / 255, "norm": "Linf"},
+    "gpu": {"batch_size": 512, "eps": 8 / 255, "norm": "Linf"},
+}
+
+#: RobustBench's eps per threat model (CIFAR-10 leaderboards: Linf 8/255, L2 0.5; L1 12 as in
+#: Croce & Hein's APGD-L1 evaluation, which the L1 leaderboard uses).
+DEFAULT_EPS = {"Linf": 8 / 255, "L2": 0.5, "L1": 12.0}
+
+
+# ------------------------------------------------------------------------------------------ records
+@dataclass
+class StageContext:
+    """What a stage's run function gets.
+
+    Attributes:
+        model: the model (in eval mode, its state restored afterwards by the orchestrator).
+        x: images (N, C, H, W) in [0, 1] on CPU; y: labels (N,) on CPU, checked against ``num_classes``.
+        settings: the run's settings (common keys and one dict per stage); ``own`` is this stage's.
+        device: where the model runs. seed: the run's seed. num_classes: the model's output width K.
+            The orchestrator forks the global RNG around every stage, so a stage may seed it.
+        done: ``{stage: result}`` of the stages already run for this model (dependencies included).
+    """
+
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    settings: Dict[str, Any]
+    device: torch.device
+    seed: int
+    show_progress: bool
+    num_classes: int
+    done: Dict[str, Any]
+    stage: str = ""
+
+    @property
+    def n(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def batch_size(self) -> int:
+        return self.settings["batch_size"]
+
+    @property
+    def own(self) -> Dict[str, Any]:
+        return self.settings.get(self.stage, {})
+
+
+Rows = List[Tuple[str, Any]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One report stage.
+
+    Attributes:
+        name: identifier (cache file, ``--only``/``--skip``, metrics.json key, HTML anchor).
+        title: section title, or a function of the run's settings returning it (when the title must say
+            which configuration ran).
+        description: one paragraph under the title.
+        presets: ``{preset: {setting: value}}`` for every preset of :data:`PRESET_NAMES`.
+        run: ``run(ctx: StageContext) -> {"metrics": JSON-able dict, "arrays": {name: tensor}}``; None on
+            ranks that do not hold the gathered result of a sharded stage.
+        rows: ``rows(metrics) -> [(label, value)]``, the stage's table (one value per model).
+        plot: ``plot(view: plots.PlotView) -> Figure | None``, or None for no plot.
+        sharded: its per-example work is split across ranks under torch.distributed (every rank runs it).
+        depends_on: stages whose results ``run`` reads from ``ctx.done``; when one is not selected the stage
+            is reported as skipped.
+        needs_grad: runs under ``torch.enable_grad()`` (attacks, input gradients), so ``profile`` works when
+            called under ``torch.no_grad()``.
+        options: setting names ``overrides`` may set; default: the keys of ``presets``.
+        comparison: ``((label, get), ...)`` rows of the multi-model comparison table; ``label`` is a string or
+            a function of the settings, ``get(metrics)`` the value.
+    """
+
+    name: str
+    title: Union[str, Callable[[Mapping[str, Any]], str]]
+    description: str
+    presets: Mapping[str, Mapping[str, Any]]
+    run: Callable[[StageContext], Optional[Dict[str, Any]]]
+    rows: Callable[[Mapping[str, Any]], Rows]
+    plot: Optional[Callable[[plots.PlotView], Any]] = None
+    sharded: bool = False
+    depends_on: Tuple[str, ...] = ()
+    needs_grad: bool = False
+    options: Optional[Tuple[str, ...]] = None
+    comparison: Tuple[Tuple[Any, Callable[[Mapping[str, Any]], Any]], ...] = field(default=())
+
+    def heading(self, settings: Mapping[str, Any]) -> str:
+        """The section title for a run with these settings."""
+        return self.title(settings) if callable(self.title) else self.title
+
+    def allowed_settings(self) -> Tuple[str, ...]:
+        if self.options is not None:
+            return tuple(self.options)
+        keys: List[str] = []
+        for preset in self.presets.values():
+            keys += [k for k in preset if k not in keys]
+        return tuple(keys)
+
+
+_REGISTRY: Dict[str, Stage] = {}
+
+
+def register(stage: Stage) -> Stage:
+    """Add a stage record at the end of the report (after the built-in stages).
+
+    Raises:
+        TypeError / ValueError: ``stage`` is not a :class:`Stage`, its name is taken or not an identifier,
+            its presets do not cover :data:`PRESET_NAMES`, or it depends on an unknown or later stage.
+    """
+    if not isinstance(stage, Stage):
+        raise TypeError(f"`stage` must be a freqplug.report.stages.Stage, got {type(stage).__name__}")
+    if not isinstance(stage.name, str) or not stage.name.isidentifier():
+        raise ValueError(f"`stage.name` must be an identifier (it names files and anchors), got {stage.name!r}")
+    if stage.name in _REGISTRY or stage.name in COMMON_SETTINGS["fast"]:
+        raise ValueError(f"`stage.name` {stage.name!r} is already taken")
+    if set(stage.presets) != set(PRESET_NAMES):
+        raise ValueError(f"`stage.presets` must have settings for exactly the presets {list(PRESET_NAMES)}, "
+                         f"got {sorted(stage.presets)}")
+    for dependency in stage.depends_on:
+        if dependency not in _REGISTRY:
+            raise ValueError(f"`stage.depends_on` names {dependency!r}, which is not a registered stage "
+                             f"(register dependencies first; known: {', '.join(_REGISTRY)})")
+    for name in ("run", "rows"):
+        if not callable(getattr(stage, name)):
+            raise TypeError(f"`stage.{name}` must be callable")
+    _REGISTRY[stage.name] = stage
+    return stage
+
+
+def unregister(name: str) -> Stage:
+    """Remove a registered stage (refused while another stage depends on it); returns its record."""
+    if name not in _REGISTRY:
+        raise ValueError(f"`name` {name!r} is not a registered stage; known: {', '.join(_REGISTRY)}")
+    users = [s.name for s in _REGISTRY.values() if name in s.depends_on]
+    if users:
+        raise ValueError(f"stage {name!r} cannot be removed: {', '.join(users)} depend(s) on it")
+    return _REGISTRY.pop(name)
+
+
+def get_stage(name: str) -> Stage:
+    """The record of a registered stage."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown stage {name!r}; known: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def registered() -> Tuple[Stage, ...]:
+    """Every registered record, in report order."""
+    return tuple(_REGISTRY.values())
+
+
+def stage_names() -> Tuple[str, ...]:
+    """Names of the registered stages, in report order (``freqplug.report.STAGES``)."""
+    return tuple(_REGISTRY)
+
+
+def sharded_stage_names() -> Tuple[str, ...]:
+    return tuple(s.name for s in _REGISTRY.values() if s.sharded)
+
+
+def preset_settings(preset: str) -> Dict[str, Any]:
+    """Full settings of a preset: the common ones and one dict per registered stage (fresh copies)."""
+    import copy
+
+    settings = copy.deepcopy(COMMON_SETTINGS[preset])
+    for stage in _REGISTRY.values():
+        settings[stage.name] = copy.deepcopy(dict(stage.presets[preset]))
+    return settings
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _nan_to_none(value):
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+def _tolist(t: torch.Tensor):
+    return _nan_to_none(t.detach().cpu().double().tolist())
+
+
+def format_eps(eps: float, norm: str) -> str:
+    """``8/255`` for Linf budgets on the 1/255 grid, else ``%g``."""
+    steps = eps * 255
+    if norm == "Linf" and abs(steps - round(steps)) < 1e-9 and round(steps) > 0:
+        return f"{round(steps)}/255"
+    return f"{eps:g}"
+
+
+def input_jacobians(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 128,
+                    device: Optional[torch.device] = None) -> torch.Tensor:
+    """Input gradients J_k = d CE(f(x_k), y_k) / d x_k (Chan2022 eq. 3).
+
+    Per-example loss (sum reduction), so J_k does not depend on which other images share its batch.
+    The model's modes, ``requires_grad`` flags and ``.grad`` are left as they were; works under
+    ``torch.no_grad()``.
+
+    Args:
+        model: classifier returning logits (B, K).
+        x: images (N, C, H, W); y: labels (N,).
+        batch_size: images per forward/backward call.
+        device: where the model runs (default: its parameters' device).
+
+    Returns:
+        (N, C, H, W) gradients on CPU, dtype of the model's output.
+    """
+    device = device or next(model.parameters()).device
+    out = []
+    with preserved_model_state(model, freeze=True), torch.enable_grad():  # only the input gradient is wanted
+        for s in range(0, x.shape[0], batch_size):
+            xb = x[s:s + batch_size].to(device).detach().clone().requires_grad_(True)
+            loss = F.cross_entropy(model(xb), y[s:s + batch_size].to(device), reduction="sum")
+            out.append(torch.autograd.grad(loss, xb)[0].detach().cpu())
+    return torch.cat(out) if out else torch.zeros_like(x)
+
+
+# ------------------------------------------------------------------------------------------ clean accuracy
+def _run_clean_accuracy(ctx: StageContext):
+    idx = _dist.shard_indices(ctx.n)
+    pred = predict(ctx.model, ctx.x[idx], batch_size=ctx.batch_size, device=ctx.device)
+    pred = _dist.gather_per_example(idx, pred, ctx.n)
+    if pred is None:
+        return None
+    correct = pred == ctx.y
+    return {"metrics": {"accuracy": correct.double().mean().item(), "n_correct": int(correct.sum())},
+            "arrays": {"predictions": pred}}
+
+
+def _rows_clean_accuracy(m) -> Rows:
+    return [("accuracy", m["accuracy"]), ("correct", m["n_correct"])]
+
+
+# ------------------------------------------------------------------------------------------ autoattack
+def attack_configuration(settings: Mapping[str, Any]) -> Dict[str, Any]:
+    """Exactly which adversarial evaluation the ``autoattack`` stage runs with these settings.
+
+    Returns:
+        ``{"norm", "eps", "version", "attacks", "n_iter", "n_restarts", "standard", "description"}``;
+        ``standard`` is True only for AutoAttack's ``version="standard"`` (the RobustBench protocol);
+        ``description`` is the sentence the report's title uses.
+    """
+    from ..eval.autoattack_runner import VERSIONS
+
+    own = dict(settings.get("autoattack", {}))
+    norm, eps = settings["norm"], settings["eps"]
+    version = own.get("version", "standard")
+    attacks = list(own.get("attacks") or VERSIONS.get(version, ()))
+    budget = format_eps(eps, norm)
+    if version == "standard":
+        description = f"the AutoAttack standard evaluation ({', '.join(a.upper() for a in attacks)}; {norm}, " \
+                      f"eps={budget})"
+    else:
+        details = []
+        if own.get("n_iter") is not None:
+            details.append(f"{own['n_iter']} iteration{'s' if own['n_iter'] != 1 else ''}")
+        if own.get("n_restarts") is not None:
+            details.append(f"{own['n_restarts']} restart{'s' if own['n_restarts'] != 1 else ''}")
+        if own.get("n_target_classes") is not None:
+            details.append(f"{own['n_target_classes']} target classes")
+        what = ", ".join(a.upper() for a in attacks) if version == "custom" else f"AutoAttack '{version}'"
+        description = (f"{what} ({'; '.join(details + [f'{norm}, eps={budget}'])}), "
+                       "not the AutoAttack standard evaluation")
+    return {"norm": norm, "eps": eps, "version": version, "attacks": attacks, "n_iter": own.get("n_iter"),
+            "n_restarts": own.get("n_restarts"), "standard": version == "standard", "description": description}
+
+
+def _title_autoattack(settings) -> str:
+    return "Robust accuracy under " + attack_configuration(settings)["description"]
+
+
+def _run_autoattack(ctx: StageContext):
+    from ..eval import AutoAttackRunner
+
+    runner = AutoAttackRunner(ctx.model, norm=ctx.settings["norm"], eps=ctx.settings["eps"], seed=ctx.seed,
+                              device=ctx.device, show_progress=ctx.show_progress, **ctx.own)
+    result = runner.run(ctx.x, ctx.y, batch_size=ctx.batch_size)
+    configuration = attack_configuration(ctx.settings)
+    return {"metrics": {"clean_accuracy": result.clean_accuracy, "robust_accuracy": result.robust_accuracy,
+                        "robust_accuracy_by_attack": dict(result.robust_accuracy_by_attack),
+                        "attacks": list(result.attacks), "version": result.version, "norm": result.norm,
+                        "eps": result.eps, "backend": result.backend,
+                        "configuration": configuration["description"],
+                        "standard_evaluation": configuration["standard"]},
+            "arrays": {"x_adv": result.x_adv.detach().cpu(), "robust": result.robust.cpu()}}
+
+
+def _rows_autoattack(m) -> Rows:
+    rows = [("clean accuracy", m["clean_accuracy"]), ("robust accuracy", m["robust_accuracy"])]
+    rows += [(f"robust after {a}", v) for a, v in m["robust_accuracy_by_attack"].items() if a != "clean"]
+    rows += [("attacks", ", ".join(m["attacks"])), ("version", m["version"]),
+             ("threat model", f"{m['norm']} eps={format_eps(m['eps'], m['norm'])}"), ("backend", m["backend"])]
+    if "configuration" in m:
+        rows.append(("AutoAttack standard evaluation", "yes" if m["standard_evaluation"] else "no"))
+    return rows
+
+
+def _comparison_label_autoattack(settings) -> str:
+    configuration = attack_configuration(settings)
+    return "robust accuracy (AutoAttack standard)" if configuration["standard"] else \
+        f"robust accuracy ({', '.join(a.upper() for a in configuration['attacks'])}, not standard AutoAttack)"
+
+
+# ------------------------------------------------------------------------------------------ perturbation spectrum
+def _run_perturbation_spectrum(ctx: StageContext):
+    from ..eval import perturbation_spectrum
+
+    x_adv = ctx.done["autoattack"]["arrays"]["x_adv"]
+    rct, snr = perturbation_spectrum(ctx.x, x_adv.to(ctx.x.dtype))
+    if rct is None:
+        return {"metrics": {"n_perturbed": 0}, "arrays": {}}
+    n_perturbed = int(((x_adv - ctx.x).flatten(1).abs().amax(1) > 0).sum())
+    snr_db = 10 * torch.log10(snr)
+    h = rct.shape[0]
+    low = rct[: h // 4, : h // 4].mean().item()  # top-left quarter of the DCT: the lowest frequencies
+    high = rct[h // 2:, h // 2:].mean().item()
+    return {"metrics": {"n_perturbed": n_perturbed, "rct_mean": rct.mean().item(), "rct_low_quarter": low,
+                        "rct_high_half": high, "snr_db": _tolist(snr_db)},
+            "arrays": {"rct": rct, "snr": snr, "snr_db": snr_db}}
+
+
+def _rows_perturbation_spectrum(m) -> Rows:
+    if not m.get("n_perturbed"):
+        return [("perturbed images", 0)]
+    return [("perturbed images", m["n_perturbed"]), ("mean RCT", m["rct_mean"]),
+            ("mean RCT, lowest quarter", m["rct_low_quarter"]), ("mean RCT, high half", m["rct_high_half"]),
+            ("SNR at r=1 (dB)", m["snr_db"][1] if len(m["snr_db"]) > 1 else None),
+            ("SNR at r_max (dB)", m["snr_db"][-1])]
+
+
+# ------------------------------------------------------------------------------------------ masked noise
+def _run_masked_noise(ctx: StageContext):
+    import torchattacks
+
+    from ..attacks import masked_noise_table
+
+    s, eps, norm = ctx.own, ctx.settings["eps"], ctx.settings["norm"]
+    if norm == "Linf":
+        pgd = torchattacks.PGD(ctx.model, eps=eps, alpha=eps / 4, steps=s["pgd_steps"], random_start=True)
+    elif norm == "L2":
+        pgd = torchattacks.PGDL2(ctx.model, eps=eps, alpha=eps / 4, steps=s["pgd_steps"], random_start=True)
+    else:  # torchattacks has no L1 PGD; an Linf table would be reported under the wrong threat model
+        return {"metrics": {"skipped": f"no PGD for threat model {norm} in torchattacks"}, "arrays": {}}
+    k = ctx.n if s["n_images"] is None else min(s["n_images"], ctx.n)
+    # PGD's random start draws from the global RNG: seeded for reproducibility (profile() forks the
+    # global RNG around all stages, so the user's random stream is untouched).
+    torch.manual_seed(ctx.seed)
+    table = masked_noise_table(ctx.model, pgd, ctx.x[:k], ctx.y[:k], batch_size=ctx.batch_size,
+                               shapley={"players": s["players"], "n_samples": s["n_samples"], "seed": ctx.seed})
+    return {"metrics": {"error_rate": table, "n_images": k, "attack": f"PGD ({norm}, eps={format_eps(eps, norm)}, "
+                                                                       f"{s['pgd_steps']} steps, random start)"},
+            "arrays": {}}
+
+
+def _rows_masked_noise(m) -> Rows:
+    rows = [("images", m["n_images"])]
+    if "attack" in m:
+        rows.append(("noise", m["attack"]))
+    return rows + [(f"error on {k}", v) for k, v in m["error_rate"].items()]
+
+
+# ------------------------------------------------------------------------------------------ band shapley
+def _run_band_shapley(ctx: StageContext):
+    from ..attributions import SpectralBandShapley
+
+    s = ctx.own
+    result = SpectralBandShapley(ctx.model, num_bands=s["num_bands"]).importance(
+        (ctx.x.to(ctx.device), ctx.y.to(ctx.device)), batch_size=ctx.batch_size, seed=ctx.seed,
+        show_progress=ctx.show_progress)
+    if not _dist.is_writer():
+        return None
+    return {"metrics": {"psi": _tolist(result.values), "stderr": _tolist(result.stderr), "sid": _tolist(result.sid),
+                        "srs": float(result.srs), "distinguishable": bool(result.distinguishable),
+                        "p_value": _nan_to_none(float(result.p_value)), "message": str(result.message),
+                        "num_bands": s["num_bands"]},
+            "arrays": {"psi": result.values.cpu(), "sid": result.sid.cpu(), "stderr": result.stderr.cpu()}}
+
+
+def _rows_band_shapley(m) -> Rows:
+    return [("SRS", m["srs"]), ("bands", m["num_bands"]), ("SID", " ".join(f"{v:.3f}" for v in m["sid"])),
+            ("psi", " ".join(f"{v:.3g}" for v in m["psi"])), ("equal-psi test p", m["p_value"]),
+            ("distinguishable from noise", m["distinguishable"])]
+
+
+# ------------------------------------------------------------------------------------------ frequency shapley
+def _run_frequency_shapley(ctx: StageContext):
+    from ..attributions import FrequencyShapley, centered_attributions, radial_average, reconstruct_from_mask
+
+    s = ctx.own
+    k = min(s["n_images"], ctx.n)
+    model = ctx.model
+    x, y = ctx.x[:k].to(ctx.device), ctx.y[:k].to(ctx.device)
+    fs = FrequencyShapley(lambda z: torch.softmax(model(z), dim=1))  # Chen2022's game: class probability
+    result = fs.attribute(x, target=y, players=s["players"], n_samples=s["n_samples"], seed=ctx.seed,
+                          perturbations_per_eval=ctx.batch_size, show_progress=ctx.show_progress,
+                          return_result=True)
+    attributions = result.attributions.cpu()
+    mean_map = centered_attributions(attributions.mean(0))
+    radial = radial_average(attributions.mean(0))
+    m = min(k, 4)
+    pfc = reconstruct_from_mask(ctx.x[:m], result.positive_mask()[:m].cpu())
+    nfc = reconstruct_from_mask(ctx.x[:m], result.negative_mask()[:m].cpu())
+    return {"metrics": {"n_images": k, "players": s["players"], "n_samples": s["n_samples"],
+                        "radial_mean": _tolist(radial), "positive_fraction": (attributions > 0).double().mean().item(),
+                        "negative_fraction": (attributions < 0).double().mean().item(),
+                        "max_abs_efficiency_gap": result.efficiency_gap.abs().max().item(),
+                        "n_evaluations": int(result.n_evaluations)},
+            "arrays": {"mean_map": mean_map, "radial": radial, "images": ctx.x[:m].clone(), "pfc": pfc, "nfc": nfc}}
+
+
+def _rows_frequency_shapley(m) -> Rows:
+    return [("images", m["n_images"]), ("players (patch grid)", m["players"]), ("permutations", m["n_samples"]),
+            ("positive bins", m["positive_fraction"]), ("negative bins", m["negative_fraction"]),
+            ("max |efficiency gap|", m["max_abs_efficiency_gap"])]
+
+
+# ------------------------------------------------------------------------------------------ frequency bias
+def _run_frequency_bias(ctx: StageContext):
+    from ..spectral import centered_fft2, frequency_bias
+
+    idx = _dist.shard_indices(ctx.n)
+    jac = input_jacobians(ctx.model, ctx.x[idx], ctx.y[idx], ctx.batch_size, ctx.device)
+    jac = _dist.gather_per_example(idx, jac, ctx.n)
+    if jac is None:
+        return None
+    spectrum = centered_fft2(jac).abs().mean(dim=(0, 1))  # for display only
+    return {"metrics": {"b_low": float(frequency_bias(jac))}, "arrays": {"jacobian_spectrum": spectrum}}
+
+
+# ------------------------------------------------------------------------------------------ HF attack
+def _run_hf_attack(ctx: StageContext):
+    from ..attacks import HFAttack
+
+    s = ctx.own
+    idx = _dist.shard_indices(ctx.n)
+    # Success counts only images the model classifies correctly (as robust accuracy does): a wrong
+    # clean prediction is no success of the attack (Wang2020b).
+    clean = predict(ctx.model, ctx.x[idx], batch_size=ctx.batch_size, device=ctx.device)
+    correct = clean == ctx.y[idx]
+    radius = torch.full((len(idx),), float("nan"), dtype=torch.float64)
+    if bool(correct.any()):
+        attack = HFAttack(ctx.model, step=s["step"], batch_size=ctx.batch_size)
+        attack(ctx.x[idx][correct].to(ctx.device), ctx.y[idx][correct].to(ctx.device))
+        radius[correct] = attack.found_radius.detach().cpu().double()
+    radius = _dist.gather_per_example(idx, radius, ctx.n)
+    correct = _dist.gather_per_example(idx, correct, ctx.n)
+    if radius is None:
+        return None
+    success = ~torch.isnan(radius)
+    n_correct, n_success = int(correct.sum()), int(success.sum())
+    return {"metrics": {"success_rate": n_success / n_correct if n_correct else None, "n_correct": n_correct,
+                        "n_success": n_success,
+                        "mean_radius": radius[success].mean().item() if n_success else None,
+                        "min_radius": ctx.x.shape[-1] / 4, "step": s["step"]},
+            "arrays": {"found_radius": radius, "attacked": correct}}
+
+
+def _rows_hf_attack(m) -> Rows:
+    return [("success rate (of correctly classified images)", m["success_rate"]),
+            ("correctly classified images attacked", m.get("n_correct")), ("successes", m.get("n_success")),
+            ("mean radius of success (bins)", m["mean_radius"]), ("smallest radius tried", m["min_radius"])]
+
+
+# ------------------------------------------------------------------------------------------ occluded frequency
+def _run_occluded_frequency(ctx: StageContext):
+    from ..attributions import OccludedFrequency
+    from ..spectral import dct_band_groups
+
+    ring_width = ctx.own["ring_width"]
+    rings = dct_band_groups(*ctx.x.shape[-2:], kind="ring").player_map // ring_width  # Wang2020a's rings, merged
+    of = OccludedFrequency(ctx.model, groups=rings)
+    means, counts = of.class_average_scores((ctx.x.to(ctx.device), ctx.y.to(ctx.device)), num_classes=ctx.num_classes,
+                                            batch_size=ctx.batch_size, perturbations_per_eval=32,
+                                            seed=ctx.seed, show_progress=ctx.show_progress)
+    means, counts = means.cpu(), counts.cpu()
+    present = counts > 0
+    means[~present] = float("nan")  # no image of the class: no average (never a zero drop)
+    overall = (means[present] * counts[present, None]).sum(0) / counts[present].sum()
+    return {"metrics": {"class_means": _tolist(means), "class_counts": counts.tolist(), "mean": _tolist(overall),
+                        "ring_width": ring_width},
+            "arrays": {"class_means": means, "mean": overall}}
+
+
+def _rows_occluded_frequency(m) -> Rows:
+    mean = [v for v in m["mean"] if v is not None]
+    top = max(range(len(mean)), key=lambda i: mean[i]) if mean else None
+    return [("ring width (DCT bins)", m["ring_width"]), ("ring with the largest mean drop", top),
+            ("largest mean drop", max(mean) if mean else None),
+            ("classes", sum(1 for c in m["class_counts"] if c)),
+            ("classes without images (not drawn)", sum(1 for c in m["class_counts"] if not c))]
+
+
+# ------------------------------------------------------------------------------------------ the built-in records
+_AUTOATTACK_OPTIONS = ("version", "attacks", "backend", "n_iter", "n_restarts", "n_queries", "n_target_classes")
+
+for _stage in (
+    Stage("clean_accuracy", "Clean accuracy", "Accuracy on the unperturbed images.",
+          {p: {} for p in PRESET_NAMES}, _run_clean_accuracy, _rows_clean_accuracy, sharded=True,
+          comparison=(("clean accuracy", lambda m: m["accuracy"]),)),
+    Stage("autoattack", _title_autoattack,
+          "Robust accuracy under the adversarial evaluation named in the title (threat model and eps as given to "
+          "profile(); RobustBench's leaderboards use the AutoAttack standard evaluation on the full test set).",
+          {"fast": {"version": "custom", "attacks": ["apgd-ce"], "n_iter": 5, "n_restarts": 1},
+           "default": {"version": "custom", "attacks": ["apgd-ce", "apgd-t"], "n_iter": 20, "n_restarts": 1,
+                       "n_target_classes": 3},
+           "gpu": {"version": "standard"}},
+          _run_autoattack, _rows_autoattack, plots.plot_autoattack, needs_grad=True, options=_AUTOATTACK_OPTIONS,
+          comparison=((_comparison_label_autoattack, lambda m: m["robust_accuracy"]),)),
+    Stage("perturbation_spectrum", "Spectra of the adversarial perturbations (RCT, spectral SNR)",
+          "Where the perturbations of the autoattack stage put their energy in frequency (RCT, Wang2020a; "
+          "spectral SNR, Luo2024).",
+          {p: {} for p in PRESET_NAMES}, _run_perturbation_spectrum, _rows_perturbation_spectrum,
+          plots.plot_perturbation_spectrum, depends_on=("autoattack",)),
+    Stage("masked_noise", "Masked-noise error table",
+          "Error rates under PGD noise (in the run's threat model) restricted to low/high frequencies and to the "
+          "positive/negative Shapley components (Chen2022 Fig. 6).",
+          {"fast": {"n_images": 10, "pgd_steps": 5, "players": 4, "n_samples": 2},
+           "default": {"n_images": None, "pgd_steps": 10, "players": 8, "n_samples": 4},
+           "gpu": {"n_images": None, "pgd_steps": 20, "players": 16, "n_samples": 8}},
+          _run_masked_noise, _rows_masked_noise, plots.plot_masked_noise, needs_grad=True,
+          comparison=(("error on x+δ_high", lambda m: m["error_rate"].get("x+delta_high")),)),
+    Stage("band_shapley", "Spectral importance distribution and SRS",
+          "Spectral importance distribution over frequency bands and the spectral robustness score "
+          "(I-ASIDE, Luo2024).",
+          {"fast": {"num_bands": 4}, "default": {"num_bands": 8}, "gpu": {"num_bands": 8}},
+          _run_band_shapley, _rows_band_shapley, plots.plot_band_shapley, sharded=True,
+          comparison=(("SRS", lambda m: m["srs"]),)),
+    Stage("frequency_shapley", "Frequency Shapley values",
+          "Mean frequency Shapley values, their radial profile and PFC/NFC reconstructions (Chen2022).",
+          {"fast": {"n_images": 4, "players": 8, "n_samples": 2},
+           "default": {"n_images": 8, "players": 8, "n_samples": 4},
+           "gpu": {"n_images": 20, "players": 16, "n_samples": 16}},
+          _run_frequency_shapley, _rows_frequency_shapley, plots.plot_frequency_shapley),
+    Stage("frequency_bias", "Frequency bias B_low of the input Jacobians",
+          "Low-frequency bias B_low of the input Jacobians of the cross-entropy (Chan2022).",
+          {p: {} for p in PRESET_NAMES}, _run_frequency_bias, lambda m: [("B_low", m["b_low"])],
+          plots.plot_frequency_bias, sharded=True, needs_grad=True, comparison=(("B_low", lambda m: m["b_low"]),)),
+    Stage("hf_attack", "HF attack",
+          "Success rate and radius of the HF attack on the correctly classified images: the largest low-pass image "
+          "the model gets wrong (Wang2020b).",
+          {"fast": {"step": 2.0}, "default": {"step": 1.0}, "gpu": {"step": 1.0}},
+          _run_hf_attack, _rows_hf_attack, plots.plot_hf_attack, sharded=True,
+          comparison=(("HF attack success (correctly classified)", lambda m: m["success_rate"]),)),
+    Stage("occluded_frequency", "Occluded-frequency class averages",
+          "Logit drop from occluding each DCT frequency ring, averaged per class (Wang2020a); classes without "
+          "images have no average and are left blank.",
+          {"fast": {"ring_width": 4}, "default": {"ring_width": 1}, "gpu": {"ring_width": 1}},
+          _run_occluded_frequency, _rows_occluded_frequency, plots.plot_occluded_frequency),
+):
+    register(_stage)
+del _stage
+
+#: Names of the built-in stages (the registry may grow at run time; :func:`stage_names` is the live list).
+BUILTIN_STAGES = stage_names()
