@@ -1,4 +1,5 @@
-"""Embedded reference models (loaded from registry packages, never from the network)."""
+"""Embedded reference models (loaded from registry packages, never from the network) and the model-spec
+loader that ``freqplug profile --model`` uses (:func:`load_model_spec`)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from pathlib import Path
 
 import torch
 
+from .loading import THREAT_MODELS, LoadedModel, load_model_spec
 from .resnet import CifarResNet, resnet18_cifar
 
-__all__ = ["CifarResNet", "cifar10_resnet18", "pyautoattack_checkpoint_path", "resnet18_cifar"]
+__all__ = ["CifarResNet", "LoadedModel", "THREAT_MODELS", "cifar10_resnet18", "load_model_spec",
+           "pyautoattack_checkpoint_path", "resnet18_cifar"]
 
 
 def pyautoattack_checkpoint_path() -> Path:
