@@ -262,7 +262,8 @@ def image_folder(folder: Union[str, Path], *, dataset: Optional[str] = None,
                                and f.suffix.lower() in IMAGE_EXTENSIONS) for d in class_dirs}
     class_dirs = [d for d in class_dirs if files_of[d.name]]
     if not class_dirs:
-        raise ValueError(f"`folder` {str(folder)!r} has no class sub-folders with images ({', '.join(IMAGE_EXTENSIONS)})")
+        raise ValueError(f"`folder` {str(folder)!r} has no class sub-folders with images "
+                         f"({', '.join(IMAGE_EXTENSIONS)})")
     labels = _class_labels([d.name for d in class_dirs], dataset, classes)
     order = sorted(labels, key=lambda name: (labels[name], name))
     items: List[Tuple[Path, int]] = []
@@ -290,7 +291,8 @@ class _ArrayUnpickler(pickle.Unpickler):
 
     _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                 ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-                ("numpy._core.multiarray", "scalar")}
+                ("numpy._core.multiarray", "scalar"), ("numpy.core.numeric", "_frombuffer"),
+                ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}
 
     def find_class(self, module, name):
         if (module, name) in self._ALLOWED:
@@ -300,6 +302,15 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 _ROBUSTBENCH_FILES = {"cifar10": ("cifar-10-batches-py", "test_batch", "labels"),
                       "cifar100": ("cifar-100-python", "test", "fine_labels")}
+_ROBUSTBENCH_META = {"cifar10": ("batches.meta", "label_names"), "cifar100": ("meta", "fine_label_names")}
+
+
+def _unpickle_arrays(path: Path) -> Dict[str, Any]:
+    with open(path, "rb") as handle:
+        entry = _ArrayUnpickler(handle, encoding="latin1").load()
+    if not isinstance(entry, dict):
+        raise pickle.UnpicklingError(f"expected a dict, got {type(entry).__name__}")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
 
 
 def _robustbench_layout(data_dir: Path, dataset: str) -> Optional[Path]:
@@ -362,10 +373,19 @@ def robustbench_folder(data_dir: Union[str, Path], *, dataset: str, n: Optional[
         x = torch.from_numpy(np.stack(arrays).transpose(0, 3, 1, 2).copy()).to(dtype)
         return ImageFolderData(x, torch.tensor(labels, dtype=torch.long), dict(index), files)
     label_key = _ROBUSTBENCH_FILES[dataset][2]
+    meta_name, names_key = _ROBUSTBENCH_META[dataset]
+    meta = path.parent / meta_name
+    if meta.is_file():  # the archive's own class names must be the list the labels are read against
+        try:
+            stored = [n.decode() if isinstance(n, bytes) else str(n) for n in _unpickle_arrays(meta)[names_key]]
+        except Exception as error:
+            raise ValueError(f"cannot read the class names of {str(meta)!r} "
+                             f"({type(error).__name__}: {error})") from None
+        if [_normalise(n) for n in stored] != [_normalise(n) for n in names]:
+            raise ValueError(f"{str(meta)!r} lists the classes {stored[:5]}..., not {dataset}'s {list(names[:5])}...: "
+                             f"not a RobustBench {dataset} folder")
     try:
-        with open(path, "rb") as handle:
-            entry = _ArrayUnpickler(handle, encoding="latin1").load()
-        entry = {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
+        entry = _unpickle_arrays(path)
         data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(entry[label_key], dtype=np.int64)
     except Exception as error:

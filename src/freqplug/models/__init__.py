@@ -36,9 +36,11 @@ def cifar10_resnet18() -> CifarResNet:
     repository, a standard, non-robust CIFAR-10 ResNet-18; architecture in
     ``pyautoattack/examples/resnet.py``, reproduced by :class:`CifarResNet`). Inputs are
     images in [0, 1] of shape (N, 3, 32, 32) with no normalization; outputs are 10 logits
-    in CIFAR-10 class order. Loading reads the installed package only, never the network.
+    in CIFAR-10 class order. Loading reads the installed package only, never the network, and leaves
+    torch's global RNG as it was.
     """
     state = torch.load(pyautoattack_checkpoint_path(), map_location="cpu", weights_only=True)
-    model = resnet18_cifar(num_classes=10)
+    with torch.random.fork_rng(devices=[]):  # the throw-away initial weights must not draw from the user's RNG
+        model = resnet18_cifar(num_classes=10)
     model.load_state_dict(state)
     return model.eval()

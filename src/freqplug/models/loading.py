@@ -69,7 +69,8 @@ def load_model_spec(spec: str, *, dataset: str = "cifar10", threat_model: str = 
         device: move the model there (default: leave it where it was loaded, the CPU for files).
 
     Returns:
-        :class:`LoadedModel` ``(name, model, source)``, the model in eval mode.
+        :class:`LoadedModel` ``(name, model, source)``, the model in eval mode. torch's global (CPU) RNG is
+        left as it was.
 
     Raises:
         ValueError: an unknown spec, a file that holds no module, a missing checkpoint offline
@@ -84,14 +85,16 @@ def load_model_spec(spec: str, *, dataset: str = "cifar10", threat_model: str = 
     if threat_model not in THREAT_MODELS:
         raise ValueError(f"`threat_model` must be one of RobustBench's threat models {list(THREAT_MODELS)}, "
                          f"got {threat_model!r}")
-    if spec == "embedded":
-        loaded = _embedded(dataset)
-    elif Path(spec).is_file():
-        loaded = _from_file(Path(spec))
-    elif ":" in spec:
-        loaded = _from_callable(spec)
-    else:
-        loaded = _from_robustbench(spec, dataset, threat_model, model_dir)
+    # Building a model draws random initial weights (and a user's factory may seed): the caller's RNG stays as is.
+    with torch.random.fork_rng(devices=[]):
+        if spec == "embedded":
+            loaded = _embedded(dataset)
+        elif Path(spec).is_file():
+            loaded = _from_file(Path(spec))
+        elif ":" in spec:
+            loaded = _from_callable(spec)
+        else:
+            loaded = _from_robustbench(spec, dataset, threat_model, model_dir)
     if device is not None:
         loaded.model.to(device)
     return loaded
