@@ -1,9 +1,11 @@
 """The loaders behind `freqplug profile --model/--data-dir`, used from Python: freqplug.models.load_model_spec and
 freqplug.data.load_data / image_folder / robustbench_folder, on real files built from the embedded samples."""
 
+import importlib.util
 import json
 import pickle
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -159,7 +161,7 @@ def test_imagenet_default_preprocessing_is_robustbench_res256crop224(tmp_path):
     with Image.open(tmp_path / wnids[label] / "a.png") as image:
         expected = robustbench_prepr(image.convert("RGB"))
     assert found.y.tolist() == [label] and found.x.shape == (1, 3, 224, 224)
-    assert (found.x[0] - expected).abs().max() <= 1 / 255 + 1e-6  # PIL's bilinear vs torchvision's: same resampler
+    assert torch.equal(found.x[0], expected)  # torchvision resizes PIL images with PIL's bilinear resampler too
 
 
 # ------------------------------------------------------------------------------------------- class lists
@@ -174,9 +176,6 @@ def test_class_lists_agree_with_independent_sources():
         CIFAR100_CLASSES)
     assert (CIFAR100_CLASSES[0], CIFAR100_CLASSES[19], CIFAR100_CLASSES[99]) == ("apple", "cattle", "worm")
     wnids = class_names("imagenet")
-    import importlib.util
-    from pathlib import Path
-
     timm_dir = Path(importlib.util.find_spec("timm").submodule_search_locations[0])
     assert list(wnids) == (timm_dir / "data" / "_info" / "imagenet_synsets.txt").read_text().split()
     with pytest.raises(ValueError, match="`dataset` must be one of"):
@@ -224,6 +223,36 @@ def test_robustbench_cifar_folder_reads_like_robustbench(tmp_path, dataset, cifa
     assert loaded.source["kind"] == "robustbench_folder" and torch.equal(loaded.x, x[:15])
     if dataset == "cifar10":
         assert _accuracy(reference_model, loaded.x, loaded.y) == 1.0
+
+
+@pytest.mark.slow
+def test_robustbench_imagenet_folder_reads_like_robustbench(tmp_path, no_network):
+    import shutil
+
+    from freqplug.compat import install_autoattack
+    from freqplug.data import foolbox_data_dir
+
+    install_autoattack()
+    from robustbench.data import PREPROCESSINGS
+    from robustbench.loaders import CustomImageFolder
+
+    val = tmp_path / "val"
+    for wnid in class_names("imagenet"):  # RobustBench's own loader needs every class folder
+        (val / wnid).mkdir(parents=True)
+    ids_file = Path(importlib.util.find_spec("robustbench").submodule_search_locations[0]) / "helper_files" / (
+        "imagenet_test_image_ids.txt")
+    first = ids_file.read_text().split()[:2]
+    for entry, source in zip(first, sorted(foolbox_data_dir().glob("imagenet_0[01]_*")), strict=True):
+        shutil.copy(source, val / entry)
+    found = robustbench_folder(tmp_path, dataset="imagenet", n=2)
+    oracle = CustomImageFolder(str(val), PREPROCESSINGS["Res256Crop224"])
+    for i in range(2):
+        x_rb, y_rb, _ = oracle[i]
+        assert torch.equal(found.x[i], x_rb) and int(found.y[i]) == y_rb
+    assert found.y.tolist() == [class_names("imagenet").index(e.split("/")[0]) for e in first]
+    assert load_data(tmp_path, dataset="imagenet", n=2).source["kind"] == "robustbench_folder"
+    with pytest.raises(ValueError, match="ImageNet test image .* is missing"):
+        robustbench_folder(tmp_path, dataset="imagenet", n=3)
 
 
 def test_robustbench_folder_refuses_code_in_the_pickle(tmp_path):
