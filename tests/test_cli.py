@@ -20,7 +20,8 @@ from freqplug.report import STAGES
 
 PROFILE_HAS_NEW_KEYWORDS = {"threat_model", "eps", "metadata"} <= set(inspect.signature(freqplug.profile).parameters)
 needs_profile_keywords = pytest.mark.skipif(
-    not PROFILE_HAS_NEW_KEYWORDS, reason="freqplug.profile(threat_model=, eps=, metadata=) comes from the report branch")
+    not PROFILE_HAS_NEW_KEYWORDS,
+    reason="freqplug.profile(threat_model=, eps=, metadata=) comes from the report branch")
 
 
 def _run(args, capsys):

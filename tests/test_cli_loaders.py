@@ -296,6 +296,11 @@ def test_load_data_sources(tmp_path, cifar_samples):
             load_data(tmp_path, **{"dataset": "cifar10", **bad})
     with pytest.raises(ValueError, match="is not a folder"):
         load_data(tmp_path / "nope")
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "a.png").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"no class sub-folders with images .*, and not RobustBench's cifar10 layout "
+                                         r"\(cifar-10-batches-py/test_batch\)"):
+        load_data(tmp_path / "flat")
 
 
 # ------------------------------------------------------------------------------------------- model specs

@@ -197,6 +197,10 @@ def _read_image(path: Path, mode: str, size: Optional[int], imagenet_default: bo
     return array[..., None] if array.ndim == 2 else array
 
 
+class _NoClassFolders(ValueError):
+    """A folder without class sub-folders of images (load_data then also names RobustBench's layout)."""
+
+
 class ImageFolderData(NamedTuple):
     """Images read by :func:`image_folder` or :func:`robustbench_folder`.
 
@@ -262,7 +266,7 @@ def image_folder(folder: Union[str, Path], *, dataset: Optional[str] = None,
                                and f.suffix.lower() in IMAGE_EXTENSIONS) for d in class_dirs}
     class_dirs = [d for d in class_dirs if files_of[d.name]]
     if not class_dirs:
-        raise ValueError(f"`folder` {str(folder)!r} has no class sub-folders with images "
+        raise _NoClassFolders(f"`folder` {str(folder)!r} has no class sub-folders with images "
                          f"({', '.join(IMAGE_EXTENSIONS)})")
     labels = _class_labels([d.name for d in class_dirs], dataset, classes)
     order = sorted(labels, key=lambda name: (labels[name], name))
@@ -452,7 +456,14 @@ def load_data(data_dir: Optional[Union[str, Path]] = None, *, dataset: str = "ci
     if classes is None and _robustbench_layout(data_dir, dataset) is not None:
         found, kind = robustbench_folder(data_dir, dataset=dataset, n=n, dtype=dtype), "robustbench_folder"
     else:
-        found, kind = image_folder(data_dir, dataset=dataset, classes=classes, n=n, dtype=dtype), "image_folder"
+        try:
+            found, kind = image_folder(data_dir, dataset=dataset, classes=classes, n=n, dtype=dtype), "image_folder"
+        except _NoClassFolders as error:
+            layout = {"cifar10": "cifar-10-batches-py/test_batch", "cifar100": "cifar-100-python/test",
+                      "imagenet": "val/<wnid>/<file>"}.get(dataset)
+            if layout is None:
+                raise
+            raise ValueError(f"{error}, and not RobustBench's {dataset} layout ({layout})") from None
     source = {"kind": kind, "dataset": dataset, "path": str(data_dir.resolve()),
               "n_examples": int(found.x.shape[0]), "class_to_index": found.class_to_index}
     return LoadedData(found.x, found.y, source)
