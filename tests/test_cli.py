@@ -42,6 +42,7 @@ def _parse(*args):
     (["--threat-model", "linf"], "invalid choice: 'linf'"),
     (["--seed", "1.7"], "argument --seed: must be a non-negative integer, got '1.7'"),
     (["--seed", "-1"], "argument --seed: must be a non-negative integer"),
+    (["--seed", str(2**63)], "argument --seed: must be a non-negative integer below 2**63"),
     (["--eps", "0"], "argument --eps: must be a positive finite number"),
     (["--eps", "nan"], "argument --eps: must be a positive finite number"),
     (["--eps", "inf"], "argument --eps: must be a positive finite number"),
@@ -59,6 +60,13 @@ def test_bad_values_are_refused_at_parse_time_in_one_line(args, expected, tmp_pa
     assert code == 2
     assert expected in err and len(err.splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "out").exists()  # refused before anything happened
+
+
+def test_eps_with_a_corruptions_threat_model_is_refused(tmp_path, capsys):
+    code, err = _run(["profile", "--threat-model", "corruptions", "--eps", "0.1", "--out", str(tmp_path / "o")],
+                     capsys)
+    assert code == 2 and err == ("freqplug profile: error: --eps applies to the Linf and L2 threat models, not to "
+                                 "'corruptions'")
 
 
 def test_smoke_radii_are_checked():

@@ -47,8 +47,8 @@ def _seed(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    if not 0 <= value < 2**63:  # torch.manual_seed's range
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer below 2**63, got {text!r}")
     return value
 
 
@@ -124,7 +124,7 @@ def _load_data(args):
     from ..data import load_data
 
     loaded = load_data(args.data_dir, dataset=args.dataset, n=args.n_examples, classes=_read_classes(args.classes))
-    wanted = args.n_examples or (None if args.data_dir is None else 100)
+    wanted = args.n_examples
     if wanted is not None and loaded.x.shape[0] < wanted:
         what = f"the embedded {args.dataset} sample" if args.data_dir is None else f"--data-dir {args.data_dir!r}"
         print(f"freqplug profile: note: {what} has {loaded.x.shape[0]} images, fewer than {wanted}", file=sys.stderr)
@@ -174,6 +174,8 @@ def _profile(args: argparse.Namespace) -> int:
             out = Path(args.out)
             if distributed.is_writer():
                 _check_writable(out)  # first: nothing is loaded or computed for a report that cannot be written
+            if args.eps is not None and args.threat_model.startswith("corruptions"):
+                raise UsageError(f"--eps applies to the Linf and L2 threat models, not to {args.threat_model!r}")
             if args.device is not None:
                 try:
                     torch.empty(0, device=torch.device(args.device))
