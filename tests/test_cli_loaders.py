@@ -31,6 +31,7 @@ def _accuracy(model, x, y):
 
 
 # ------------------------------------------------------------------------------------------- image folders
+@pytest.mark.slow
 def test_named_class_folders_with_missing_classes_keep_their_labels(tmp_path, reference_model, cifar_samples,
                                                                      no_network):
     # The 20 samples have no bird (2) and no deer (4): labelling folders by sorted position shifted every later
