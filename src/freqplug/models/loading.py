@@ -207,7 +207,7 @@ def _robustbench_api():
     """RobustBench loading lives in freqplug.compat after the layering change, in freqplug.eval before it."""
     from .. import compat
 
-    if hasattr(compat, "load_model"):
+    if hasattr(compat, "load_model") and hasattr(compat, "model_names"):
         return compat
     from .. import eval as eval_
 
