@@ -397,6 +397,31 @@ def test_module_callable_is_importable_from_the_current_folder(bare_cwd):
             load_model_spec(spec)
 
 
+def test_pickled_module_whose_class_lives_in_the_current_folder(bare_cwd):
+    write_module(bare_cwd, "cli_nets_pickled", """
+        import torch
+
+
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.linear = torch.nn.Linear(3, 2)
+
+            def forward(self, x):
+                return self.linear(x)
+        """)
+    sys.path.insert(0, str(bare_cwd))
+    try:
+        import cli_nets_pickled
+
+        torch.save(cli_nets_pickled.Net(), bare_cwd / "net.pt")
+    finally:
+        sys.path.remove(str(bare_cwd))
+        del sys.modules["cli_nets_pickled"]
+    loaded = load_model_spec("net.pt")
+    assert type(loaded.model).__name__ == "Net" and loaded.source["kind"] == "pickled_module"
+
+
 def test_module_with_a_missing_dependency_says_so(bare_cwd):
     write_module(bare_cwd, "cli_nets_dep", "import cli_nets_not_installed\n")
     with pytest.raises(ValueError, match="importing 'cli_nets_dep' failed: ModuleNotFoundError.*cli_nets_not_"):

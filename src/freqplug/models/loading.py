@@ -120,7 +120,8 @@ def _from_file(path: Path) -> LoadedModel:
         kind = "torchscript"
     except Exception:  # not a TorchScript archive: a pickled module (the user's own file)
         try:
-            model = torch.load(str(path), map_location="cpu", weights_only=False)
+            with _current_folder_importable():  # the pickled class may live in a module of the current folder
+                model = torch.load(str(path), map_location="cpu", weights_only=False)
         except Exception as error:
             raise ValueError(f"`spec`: cannot load model file {str(path)!r} as TorchScript or as a pickled "
                              f"torch.nn.Module ({type(error).__name__}: {_one_line(error)[:300]})") from None
