@@ -65,6 +65,7 @@ def test_validation_messages():
         v.check_positive_int(0, "chunk_size")
 
 
+@pytest.mark.slow
 def test_smoke_command_runs():
     out = subprocess.run([sys.executable, "-m", "freqplug", "smoke", "--radii", "16", "8"],
                          capture_output=True, text=True, timeout=300)

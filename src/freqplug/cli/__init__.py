@@ -1,18 +1,33 @@
-"""Command line: ``freqplug <command>`` (also ``python -m freqplug <command>``)."""
+"""Command line: ``freqplug <command>`` (also ``python -m freqplug <command>``).
+
+This module only parses and dispatches. Models are loaded by :func:`freqplug.models.load_model_spec`,
+images by :func:`freqplug.data.load_data` and the report is :func:`freqplug.profile`, so Python users
+get the same models, images and labels as the command line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 import warnings
+from fractions import Fraction
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from .._version import __version__
 
 DATASETS = ("cifar10", "cifar100", "imagenet", "mnist", "fashion_mnist")
-_STAGES = ("clean_accuracy", "autoattack", "perturbation_spectrum", "masked_noise", "band_shapley",
-           "frequency_shapley", "frequency_bias", "hf_attack", "occluded_frequency")  # = freqplug.report.STAGES
+
+
+def __getattr__(name: str):
+    # The stage names live in the report's registry; `_STAGES` is kept for code that read it here.
+    if name == "_STAGES":
+        from ..report import STAGES
+
+        return tuple(STAGES)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class UsageError(Exception):
@@ -23,6 +38,45 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of usage + message
         print(f"{self.prog}: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
         sys.exit(2)
+
+
+# ------------------------------------------------------------------------------------ argument types
+# argparse turns the ArgumentTypeError of a type function into the one-line error above.
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
+    if not 0 <= value < 2**63:  # torch.manual_seed's range
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer below 2**63, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """A finite number > 0; a fraction such as ``8/255`` is read exactly."""
+    try:
+        value = float(Fraction(text.strip())) if "/" in text else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"must be a positive number (e.g. 0.5 or 8/255), got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
+    return value
+
+
+def _dataset(text: str) -> str:
+    if text not in DATASETS:
+        raise argparse.ArgumentTypeError(f"unknown --dataset {text!r}; choose one of {', '.join(DATASETS)}")
+    return text
 
 
 def _smoke(args: argparse.Namespace) -> int:
@@ -48,122 +102,65 @@ def _check_writable(out: Path) -> None:
                          "choose a writable folder with --out DIR") from None
 
 
-def _load_one_model(spec: str, args):
-    """'embedded', a file (TorchScript or a pickled nn.Module), 'module:callable', or a RobustBench name."""
-    import importlib
-
-    import torch
-
-    if spec == "embedded":
-        if args.dataset != "cifar10":
-            raise UsageError(f"the embedded model is a CIFAR-10 classifier; use --dataset cifar10 (got {args.dataset!r}) "
-                             "or pass another --model")
-        from ..models import cifar10_resnet18
-
-        return "embedded", cifar10_resnet18()
-    path = Path(spec)
-    if path.is_file():
-        try:
-            model = torch.jit.load(str(path), map_location="cpu")
-        except Exception:  # not TorchScript: a pickled module
-            try:
-                model = torch.load(str(path), map_location="cpu", weights_only=False)
-            except Exception as error:
-                raise UsageError(f"cannot load model file {spec!r}: {_one_line(error)}") from None
-        if not isinstance(model, torch.nn.Module):
-            raise UsageError(f"model file {spec!r} holds a {type(model).__name__}, not a torch.nn.Module; a state_dict "
-                             "needs its architecture: pass --model my_module:build_model (a callable returning the "
-                             "model with its weights loaded)")
-        return path.stem, model.eval()
-    if ":" in spec:
-        module_name, _, attribute = spec.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attribute)
-        except (ImportError, AttributeError) as error:
-            raise UsageError(f"cannot import --model {spec!r} ({_one_line(error)}); expected module:callable, with "
-                             "the module importable from the current directory or PYTHONPATH") from None
-        model = factory() if callable(factory) and not isinstance(factory, torch.nn.Module) else factory
-        if not isinstance(model, torch.nn.Module):
-            raise UsageError(f"--model {spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
-        return spec, model.eval()
-    from ..eval import CheckpointNotFoundError, load_model, model_names
-
-    try:
-        known = model_names(args.dataset, args.threat_model)
-    except ValueError as error:
-        raise UsageError(_one_line(error)) from None
-    if spec not in known:
-        import difflib
-
-        close = difflib.get_close_matches(spec, known, n=3)
-        raise UsageError(f"unknown model {spec!r}: not 'embedded', an existing file, module:callable, or a RobustBench "
-                         f"model for --dataset {args.dataset} --threat-model {args.threat_model}"
-                         + (f" (did you mean {', '.join(close)}?)" if close else ""))
-    try:
-        return spec, load_model(spec, model_dir=args.model_dir, dataset=args.dataset, threat_model=args.threat_model)
-    except CheckpointNotFoundError as error:
-        first = str(error).splitlines()
-        raise UsageError(" ".join(first[:2]) + " (see freqplug.eval.load_model)") from None
-
-
-def _image_folder(folder: Path, n: int, size: int):
-    """Images of class sub-folders (``folder/<class>/*.png``), labels = sorted class index (or the
-    folder name when every name is an integer), resized to ``size`` x ``size``."""
-    import torch
-    from PIL import Image
-
-    classes = sorted(p for p in folder.iterdir() if p.is_dir())
-    numeric = all(p.name.isdigit() for p in classes)
-    items = []
-    for index, class_dir in enumerate(classes):
-        label = int(class_dir.name) if numeric else index
-        items += [(f, label) for f in sorted(class_dir.iterdir())
-                  if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp")]
-    if not items:
+def _read_classes(path: Optional[str]):
+    """``--classes FILE``: a JSON object {folder: label} or list of names, or a text file with one name a line."""
+    if path is None:
         return None
-    items = items[:n]
-    images = []
-    for file, _ in items:
-        picture = Image.open(file).convert("RGB").resize((size, size))
-        images.append(torch.tensor(list(picture.getdata()), dtype=torch.float32).view(size, size, 3).permute(2, 0, 1) / 255)
-    return torch.stack(images), torch.tensor([label for _, label in items])
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"--classes {path!r} is not a file")
+    text = file.read_text()
+    try:
+        classes = json.loads(text)
+    except ValueError:
+        classes = [line.strip() for line in text.splitlines() if line.strip()]
+    if not isinstance(classes, (dict, list)) or not classes:
+        raise UsageError(f"--classes {path!r} must hold a JSON object {{folder name: label}}, a JSON list of class "
+                         "names, or one class name a line")
+    return classes
 
 
 def _load_data(args):
-    if args.n_examples is not None and args.n_examples < 1:
-        raise UsageError(f"--n-examples must be a positive integer, got {args.n_examples}")
-    n = args.n_examples
-    if args.data_dir is None:
-        from ..data import sample_images
+    from ..data import load_data
 
-        x, y = sample_images(args.dataset)
-        if n is not None and n > x.shape[0]:
-            print(f"freqplug profile: note: the embedded {args.dataset} sample has {x.shape[0]} images; "
-                  f"pass --data-dir for more", file=sys.stderr)
-        return x[:n], y[:n]
-    folder = Path(args.data_dir)
-    if not folder.is_dir():
-        raise UsageError(f"--data-dir {str(folder)!r} is not a folder")
-    n = 100 if n is None else n
-    size = {"imagenet": 224, "mnist": 28, "fashion_mnist": 28}.get(args.dataset, 32)
-    found = _image_folder(folder, n, size)
-    if found is not None:
-        return found
-    if args.dataset not in ("cifar10", "cifar100", "imagenet"):
-        raise UsageError(f"--data-dir {str(folder)!r} has no class sub-folders of images, and RobustBench has no "
-                         f"loader for {args.dataset!r}")
-    from ..compat import install_autoattack
+    loaded = load_data(args.data_dir, dataset=args.dataset, n=args.n_examples, classes=_read_classes(args.classes))
+    wanted = args.n_examples
+    if wanted is not None and loaded.x.shape[0] < wanted:
+        what = f"the embedded {args.dataset} sample" if args.data_dir is None else f"--data-dir {args.data_dir!r}"
+        print(f"freqplug profile: note: {what} has {loaded.x.shape[0]} images, fewer than {wanted}", file=sys.stderr)
+    return loaded
 
-    install_autoattack()
-    from robustbench.data import load_clean_dataset
-    from robustbench.model_zoo.enums import BenchmarkDataset
 
-    try:
-        return load_clean_dataset(BenchmarkDataset(args.dataset), n, str(folder))
-    except Exception as error:  # missing files surface as download errors offline
-        raise UsageError(f"cannot load {args.dataset} from --data-dir {str(folder)!r} with RobustBench's loader "
-                         f"({type(error).__name__}: {_one_line(error)[:200]}); put the dataset files there "
-                         "or use a folder of class sub-folders with images") from None
+def _load_models(args) -> Dict[str, Any]:
+    from ..models import load_model_spec
+
+    loaded = {}
+    for spec in args.model or ["embedded"]:
+        item = load_model_spec(spec, dataset=args.dataset, threat_model=args.threat_model, model_dir=args.model_dir,
+                               device=args.device)
+        if item.name in loaded:
+            raise UsageError(f"--model {spec!r} is given twice")
+        loaded[item.name] = item
+    return loaded
+
+
+def profile_arguments(args: argparse.Namespace, models: Dict[str, Any], data) -> Dict[str, Any]:
+    """The keyword arguments ``freqplug profile`` passes to :func:`freqplug.profile`.
+
+    Args:
+        args: parsed command line.
+        models: ``{name: LoadedModel}`` from :func:`freqplug.models.load_model_spec`.
+        data: :class:`freqplug.data.LoadedData` from :func:`freqplug.data.load_data`.
+
+    Returns:
+        ``{"model", "x", "y", "out", ..., "threat_model", "eps", "metadata"}``; ``metadata`` records the
+        data source (with the class-folder mapping) and every model's source.
+    """
+    metadata = {"command": "freqplug profile", "data": data.source,
+                "models": {name: item.source for name, item in models.items()}}
+    return dict(model={name: item.model for name, item in models.items()}, x=data.x, y=data.y, out=Path(args.out),
+                preset=args.preset, stages=args.only, skip=args.skip or (), device=args.device, force=args.force,
+                quiet=args.quiet, seed=args.seed, threat_model=args.threat_model, eps=args.eps, metadata=metadata)
 
 
 def _profile(args: argparse.Namespace) -> int:
@@ -174,40 +171,36 @@ def _profile(args: argparse.Namespace) -> int:
     started = distributed.init_from_env()
     try:
         try:
-            if args.dataset not in DATASETS:
-                raise UsageError(f"unknown --dataset {args.dataset!r}; choose one of {', '.join(DATASETS)}")
             out = Path(args.out)
             if distributed.is_writer():
-                _check_writable(out)
+                _check_writable(out)  # first: nothing is loaded or computed for a report that cannot be written
+            if args.eps is not None and args.threat_model.startswith("corruptions"):
+                raise UsageError(f"--eps applies to the Linf and L2 threat models, not to {args.threat_model!r}")
             if args.device is not None:
                 try:
-                    device = torch.device(args.device)
-                    torch.empty(0, device=device)
+                    torch.empty(0, device=torch.device(args.device))
                 except (RuntimeError, AssertionError) as error:
                     raise UsageError(f"--device {args.device!r} is not usable here ({_one_line(error)}); "
                                      "try --device cpu") from None
-            models = {}
             with warnings.catch_warnings():
                 # robustbench/timm/torch.jit print import-time deprecation notices; they are not the user's
                 # business and would break the one-line error contract.
                 warnings.simplefilter("ignore", DeprecationWarning)
                 warnings.simplefilter("ignore", FutureWarning)
                 warnings.filterwarnings("ignore", message=".*pkg_resources.*")
-                for spec in args.model or ["embedded"]:
-                    name, model = _load_one_model(spec, args)
-                    if name in models:
-                        raise UsageError(f"--model {spec!r} is given twice")
-                    models[name] = model.to(args.device) if args.device else model
-                x, y = _load_data(args)
+                try:
+                    data = _load_data(args)
+                    models = _load_models(args)
+                except (ValueError, TypeError, OSError, ImportError) as error:
+                    raise UsageError(_one_line(error)) from None
+            kwargs = profile_arguments(args, models, data)
         except UsageError as error:
             print(f"freqplug profile: error: {error}", file=sys.stderr)
             return 2
         from ..report import profile
 
         try:
-            result = profile(models, x, y, out=out, preset=args.preset,
-                             stages=args.only, skip=args.skip or (), device=args.device, force=args.force,
-                             quiet=args.quiet, seed=args.seed)
+            result = profile(**kwargs)
         except KeyboardInterrupt:
             print(f"freqplug profile: interrupted; finished stages are cached in {out / 'cache'}, rerun to resume",
                   file=sys.stderr)
@@ -223,43 +216,57 @@ def _profile(args: argparse.Namespace) -> int:
 
 
 def _add_profile(commands) -> None:
+    from ..models import THREAT_MODELS
+    from ..report import STAGES
+
     profile = commands.add_parser(
         "profile", help="profile a model's frequency robustness and write a report with plots",
-        description="Measure clean and AutoAttack accuracy, masked-noise errors, band and frequency Shapley values, "
+        description="Measure clean and robust accuracy, masked-noise errors, band and frequency Shapley values, "
                     "B_low of input Jacobians, the HF attack and occluded-frequency scores; write report.md, "
-                    "report.html, metrics.json and PNG plots into --out.")
+                    "report.html, metrics.json and PNG plots into --out. The same loaders are "
+                    "freqplug.models.load_model_spec and freqplug.data.load_data in Python.")
     profile.add_argument("--model", action="append", metavar="MODEL",
                          help="'embedded' (default: the CIFAR-10 ResNet-18), a RobustBench model name, a TorchScript "
-                              "or pickled-module file, or module:callable; repeat to compare models")
+                              "or pickled-module file, or module:callable (module importable from the current "
+                              "folder); repeat to compare models")
     profile.add_argument("--model-dir", default="./models", help="RobustBench checkpoint folder (default: %(default)s)")
-    profile.add_argument("--dataset", default="cifar10", help=f"one of {', '.join(DATASETS)} (default: %(default)s)")
-    profile.add_argument("--threat-model", default="Linf", help="RobustBench threat model (default: %(default)s)")
+    profile.add_argument("--dataset", default="cifar10", type=_dataset,
+                         help=f"one of {', '.join(DATASETS)} (default: %(default)s)")
+    profile.add_argument("--threat-model", default="Linf", choices=THREAT_MODELS, metavar="THREAT_MODEL",
+                         help=f"RobustBench threat model, one of {', '.join(THREAT_MODELS)}; selects the attack norm "
+                              "and RobustBench's eps (default: %(default)s)")
+    profile.add_argument("--eps", type=_positive_float, default=None,
+                         help="attack radius, e.g. 8/255 or 0.5 (default: RobustBench's eps for the threat model)")
     profile.add_argument("--data-dir", default=None,
-                         help="images: class sub-folders of images, or RobustBench's dataset folder "
-                              "(default: the 20 embedded sample images)")
-    profile.add_argument("--n-examples", type=int, default=None, help="number of images (default: all sample images, "
-                                                                      "100 from --data-dir)")
+                         help="images: class sub-folders named by class (CIFAR names, ImageNet wnids) or number, or "
+                              "RobustBench's dataset folder (default: the 20 embedded sample images)")
+    profile.add_argument("--classes", default=None, metavar="FILE",
+                         help="class-folder mapping for --data-dir: JSON {folder: label} or a list of names "
+                              "(label = position), or one name a line")
+    profile.add_argument("--n-examples", type=_positive_int, default=None,
+                         help="number of images (default: all sample images, 100 from --data-dir)")
     profile.add_argument("--preset", choices=("fast", "default", "gpu"), default="default",
                          help="budgets: fast (CI, ~1 min on 2 cores), default (a few minutes), gpu")
     profile.add_argument("--device", default=None, help="e.g. cpu, cuda (default: where the model is)")
     profile.add_argument("--out", default="freqplug-report", help="output folder (default: %(default)s/)")
     profile.add_argument("--force", action="store_true", help="recompute stages cached in --out")
     profile.add_argument("--quiet", action="store_true", help="no progress bars")
-    profile.add_argument("--skip", action="append", choices=_STAGES, metavar="STAGE",
-                         help=f"leave out a stage (repeatable): {', '.join(_STAGES)}")
-    profile.add_argument("--only", action="append", choices=_STAGES, metavar="STAGE",
+    profile.add_argument("--skip", action="append", choices=STAGES, metavar="STAGE",
+                         help=f"leave out a stage (repeatable): {', '.join(STAGES)}")
+    profile.add_argument("--only", action="append", choices=STAGES, metavar="STAGE",
                          help="run only these stages (repeatable)")
-    profile.add_argument("--seed", type=int, default=0, help="seed of attacks and Shapley sampling (default: 0)")
+    profile.add_argument("--seed", type=_seed, default=0,
+                         help="seed of attacks and Shapley sampling, a non-negative integer (default: 0)")
     profile.set_defaults(handler=_profile)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="freqplug", description="Frequency robustness tools for image classifiers.")
     parser.add_argument("--version", action="version", version=f"freqplug {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     smoke = commands.add_parser(
         "smoke", help="run the spectral core on the embedded CIFAR-10 ResNet-18 and its 20 sample images")
-    smoke.add_argument("--radii", type=float, nargs="+", default=[16, 12, 10, 8, 6, 4],
+    smoke.add_argument("--radii", type=_positive_float, nargs="+", default=[16, 12, 10, 8, 6, 4],
                        help="low/high split radii in bins (default: %(default)s)")
     smoke.set_defaults(handler=_smoke)
     _add_profile(commands)

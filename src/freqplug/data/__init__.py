@@ -1,4 +1,6 @@
-"""Embedded real sample images (shipped by the foolbox package, never downloaded)."""
+"""Embedded real sample images (shipped by the foolbox package, never downloaded), and the loaders of
+image folders that ``freqplug profile --data-dir`` uses (:func:`load_data`, :func:`image_folder`,
+:func:`robustbench_folder`)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,21 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-__all__ = ["DATASETS", "CIFAR10_CLASSES", "digits", "foolbox_data_dir", "sample_images"]
+from .folders import (
+    CIFAR10_CLASSES,
+    CIFAR100_CLASSES,
+    FASHION_MNIST_CLASSES,
+    ImageFolderData,
+    LoadedData,
+    class_names,
+    image_folder,
+    load_data,
+    robustbench_folder,
+)
+
+__all__ = ["CIFAR10_CLASSES", "CIFAR100_CLASSES", "DATASETS", "FASHION_MNIST_CLASSES", "ImageFolderData",
+           "LoadedData", "class_names", "digits", "foolbox_data_dir", "image_folder", "load_data",
+           "robustbench_folder", "sample_images"]
 
 #: dataset name -> (file prefix, image extension)
 DATASETS = {
@@ -19,8 +35,6 @@ DATASETS = {
     "fashion_mnist": "fashionMNIST",
     "imagenet": "imagenet",
 }
-
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def foolbox_data_dir() -> Path:

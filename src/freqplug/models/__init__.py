@@ -1,4 +1,5 @@
-"""Embedded reference models (loaded from registry packages, never from the network)."""
+"""Embedded reference models (loaded from registry packages, never from the network) and the model-spec
+loader that ``freqplug profile --model`` uses (:func:`load_model_spec`)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from pathlib import Path
 
 import torch
 
+from .loading import THREAT_MODELS, LoadedModel, load_model_spec
 from .resnet import CifarResNet, resnet18_cifar
 
-__all__ = ["CifarResNet", "cifar10_resnet18", "pyautoattack_checkpoint_path", "resnet18_cifar"]
+__all__ = ["CifarResNet", "LoadedModel", "THREAT_MODELS", "cifar10_resnet18", "load_model_spec",
+           "pyautoattack_checkpoint_path", "resnet18_cifar"]
 
 
 def pyautoattack_checkpoint_path() -> Path:
@@ -33,9 +36,11 @@ def cifar10_resnet18() -> CifarResNet:
     repository, a standard, non-robust CIFAR-10 ResNet-18; architecture in
     ``pyautoattack/examples/resnet.py``, reproduced by :class:`CifarResNet`). Inputs are
     images in [0, 1] of shape (N, 3, 32, 32) with no normalization; outputs are 10 logits
-    in CIFAR-10 class order. Loading reads the installed package only, never the network.
+    in CIFAR-10 class order. Loading reads the installed package only, never the network, and leaves
+    torch's global RNG as it was.
     """
     state = torch.load(pyautoattack_checkpoint_path(), map_location="cpu", weights_only=True)
-    model = resnet18_cifar(num_classes=10)
+    with torch.random.fork_rng(devices=[]):  # the throw-away initial weights must not draw from the user's RNG
+        model = resnet18_cifar(num_classes=10)
     model.load_state_dict(state)
     return model.eval()
