@@ -1,8 +1,8 @@
 """The architecture as tests: layering of the packages, no import cycles, one home per convention.
 
 Layers, lowest first (a module may import its own package and strictly lower layers, lazily or not):
-ground (validation, model state, files, batches, distributed) -> spectral core -> embedded models/data ->
-attributions -> attacks / defenses / training -> eval -> compat -> report -> cli.
+ground (validation, model state, files, batches, distributed) -> spectral core -> data -> attributions ->
+attacks / defenses / training -> eval -> compat -> models (model-spec loading) -> report -> cli.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ LAYER = {
     "_version": 0, "_validation": 0,
     "_model": 1, "_io": 1, "_batches": 1, "_distributed": 1,
     "spectral": 2,
-    "models": 3, "data": 3,
+    "data": 3,
     "attributions": 4,
     "attacks": 5, "defenses": 5, "training": 5,
     "eval": 6,
     "compat": 7,
+    # The embedded model and the model-spec loader, which resolves RobustBench names through compat.
+    "models": 7.5,
     "report": 8,
     "cli": 9,
     "__init__": 10, "__main__": 10,
