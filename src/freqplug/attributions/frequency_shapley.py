@@ -200,6 +200,13 @@ class FrequencyShapley(FrequencyAttribution):
                     f"Results are unchanged; pass perturbations_per_eval={max(1, perturbations_per_eval // n)} "
                     "for calls of the old size, or leave it out for the default.",
                     FutureWarning, stacklevel=3)
+        if players is None and h * w > AUTO_PAIRS_MAX_BINS:
+            warnings.warn(
+                f"FrequencyShapley: the default `players` for {h}x{w} images is now the symmetrized {AUTO_GRID}x"
+                f"{AUTO_GRID} patch grid instead of 'pairs' ({(h * w) // 2 + 1} players, about n_samples x that many "
+                "evaluations per image); pass players='pairs' for the old default or players="
+                f"{AUTO_GRID} to keep the new one without this warning.",
+                FutureWarning, stacklevel=3)
         players = self.players(h, w, players)
         num_players = players.num_players
         if n_samples is None:
