@@ -26,7 +26,8 @@ def images(n=3, c=3, h=8, w=8, seed=0, dtype=torch.float64):
 def exact_values(model, x, target, players):
     coalitions = exact_design_values(players.num_players)
     with torch.no_grad():
-        out = model(coalition_images(x, players, coalitions).flatten(0, 1)).reshape(x.shape[0], -1, model(x[:1]).shape[1])
+        out = model(coalition_images(x, players, coalitions).flatten(0, 1))
+    out = out.reshape(x.shape[0], -1, out.shape[1])
     v = out[torch.arange(x.shape[0]), :, target]  # (N, 2^P)
     return exact_shapley(v - v[:, :1], players.num_players)
 
@@ -97,8 +98,7 @@ def test_two_player_games_are_exact_end_to_end(estimator, n_samples):
     with torch.no_grad():
         out = model(coalition_images(x, players, coalitions).flatten(0, 1)).reshape(3, 4, -1)
     for i in range(3):
-        table = out[i, :, target[i]]
-        exact = exact_shapley_oracle(lambda s: table[sum(2**j for j in s)], 2)
+        exact = exact_shapley_oracle(game_value(out[i, :, target[i]]), 2)
         assert torch.allclose(result.values[i], torch.tensor(exact, dtype=torch.float64), atol=1e-10), i
     assert torch.all(result.attributions[:, 0, 0] == 0)  # DC is never a player
 
@@ -110,7 +110,8 @@ def test_linear_model_values_are_exact_for_every_estimator():
     p = players.num_players
     # phi_i = w . (component image of player i), the contribution of that player's bins
     one_hot = torch.eye(p, dtype=torch.bool)
-    components = coalition_images(x, players, one_hot) - coalition_images(x, players, torch.zeros(1, p, dtype=torch.bool))
+    empty = torch.zeros(1, p, dtype=torch.bool)
+    components = coalition_images(x, players, one_hot) - coalition_images(x, players, empty)
     with torch.no_grad():
         expected = (model(components.flatten(0, 1)) - model[1].bias).reshape(2, p, 3)[:, :, 2]
     for estimator, n_samples in [("permutation", 1), ("antithetic", 2), ("kernel", 4 * p), ("owen", 2)]:
@@ -155,7 +156,8 @@ def test_owen_is_exact_for_pairwise_games_and_counts_evaluations():
 
     p = 6
     g = torch.Generator().manual_seed(0)
-    linear, pairwise = torch.randn(p, generator=g, dtype=torch.float64), torch.randn(p, p, generator=g, dtype=torch.float64)
+    linear = torch.randn(p, generator=g, dtype=torch.float64)
+    pairwise = torch.randn(p, p, generator=g, dtype=torch.float64)
     pairwise = torch.triu(pairwise, 1)
     design = OwenDesign(p, 2, torch.Generator().manual_seed(1))
     z = design.coalitions(torch.arange(design.num_coalitions)).double()
@@ -292,7 +294,8 @@ def test_pfc_nfc_helpers_reconstruct_the_image():
     assert is_conjugate_symmetric(pfc) and is_conjugate_symmetric(nfc)
     assert not (pfc & nfc).any()
     zero = ~(pfc | nfc)
-    parts = reconstruct_from_mask(x, pfc) + reconstruct_from_mask(x, nfc) + reconstruct_from_mask(x, zero, include_dc=True)
+    parts = (reconstruct_from_mask(x, pfc) + reconstruct_from_mask(x, nfc)
+             + reconstruct_from_mask(x, zero, include_dc=True))
     assert torch.allclose(parts, x, atol=1e-12)
     assert centered_attributions(attributions)[:, 4, 4].abs().sum() == 0  # DC at the centre
     assert radial_average(attributions).shape == (2, 7)

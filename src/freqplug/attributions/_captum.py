@@ -127,7 +127,7 @@ def check_target_range(output: torch.Tensor, target: TargetType, name: str = "ta
                 f"`{name}` {index!r} indexes {len(index)} output dim(s) but the forward output has shape "
                 f"{tuple(output.shape)} ({len(per_example)} dim(s) per example)"
             )
-        for value, size in zip(index, dims):
+        for value, size in zip(index, dims, strict=True):
             if not 0 <= value < size:
                 raise ValueError(
                     f"`{name}` must hold indices in [0, {size}) for this forward output of shape "

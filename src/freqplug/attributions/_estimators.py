@@ -245,7 +245,8 @@ class OwenDesign(Design):
         self.n_samples = n_samples
         pairs = n_samples // 2
         # one q per stratum [k/K, (k+1)/K) of [0, 1], jittered inside it
-        q = (torch.arange(pairs, dtype=torch.float64) + torch.rand(pairs, generator=generator, dtype=torch.float64)) / pairs
+        jitter = torch.rand(pairs, generator=generator, dtype=torch.float64)
+        q = (torch.arange(pairs, dtype=torch.float64) + jitter) / pairs
         chosen = torch.rand(pairs, p, generator=generator, dtype=torch.float64) < q[:, None]
         self.base = torch.stack([chosen, ~chosen], dim=1).reshape(n_samples, p)
         self.num_coalitions = 2 + n_samples * (p + 1)
