@@ -172,10 +172,15 @@ def test_baseline_images_are_keyed_on_dataset_index(case, model):
         straight = explainer.baseline_images(x, baseline, seed=3)
         shuffled = explainer.baseline_images(x[order], baseline, seed=3, dataset_index=order)
         assert torch.equal(shuffled, straight[order]), baseline
-    partners = explainer.baseline_images(x, "replacement", seed=3)
-    for i in range(4):  # each image's partner is another image of the call
-        matches = [j for j in range(4) if torch.equal(partners[i], x[j])]
-        assert matches and i not in matches
+    chosen = torch.zeros(4, 4, dtype=torch.long)  # chosen[i, j]: how often image j filled image i
+    for seed in range(12):
+        partners = explainer.baseline_images(x, "replacement", seed=seed)
+        for i in range(4):
+            matches = [j for j in range(4) if torch.equal(partners[i], x[j])]
+            assert len(matches) == 1
+            chosen[i, matches[0]] += 1
+    assert chosen.diagonal().sum() == 0  # never the image itself
+    assert (chosen + torch.eye(4, dtype=torch.long) > 0).all()  # every other image is drawn for some seed
     noise = explainer.baseline_images(x, "gaussian", seed=3, noise_std=2.0)
     assert noise.shape == x.shape and 1.7 < float(noise.std()) < 2.3
     assert not torch.equal(noise[0], noise[1])
