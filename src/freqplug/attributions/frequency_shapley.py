@@ -231,19 +231,14 @@ class FrequencyShapley(FrequencyAttribution):
                 spectrum = rfft2(images)
                 fill_images = self.baseline_images(images, baselines, seed=seed, noise_std=noise_std)
                 fill = None if fill_images is None else rfft2(fill_images)
-                values = torch.empty(n, num_coalitions, dtype=torch.float64, device=images.device)
-                all_images = torch.arange(n, device=images.device)
-                for start in range(0, num_coalitions, perturbations_per_eval):
-                    coalition_ids = torch.arange(start, min(start + perturbations_per_eval, num_coalitions),
-                                                 device=images.device)
-                    coalitions = design.coalitions(coalition_ids)  # (k, P)
-                    k = coalition_ids.numel()
-                    image_index = all_images.repeat(k)  # coalition-major rows: every image per coalition
-                    row_coalitions = coalitions.repeat_interleave(n, dim=0)
-                    batch = render_coalitions(spectrum, players, image_index, row_coalitions, fill, h, w)
-                    out = self._run_rows(batch.to(images.dtype), image_index, target, additional_forward_args, n)
-                    values[:, start:start + k] = out.reshape(k, n).T
-                    bar.update(k * n)
+
+                def render(coalition_ids: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
+                    row_coalitions = design.coalitions(coalition_ids).repeat_interleave(n, dim=0)  # (k*N, P)
+                    masked = render_coalitions(spectrum, players, image_index, row_coalitions, fill, h, w)
+                    return masked.to(images.dtype)
+
+                values = self._coalition_values(render, num_coalitions, n, perturbations_per_eval, target,
+                                                additional_forward_args, bar, device=images.device)
         finally:
             bar.close()
 
