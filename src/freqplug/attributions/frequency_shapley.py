@@ -157,8 +157,9 @@ class FrequencyShapley(FrequencyAttribution):
             perturbations_per_eval: Captum's meaning: coalitions per example in one forward call, so
                 each call holds at most ``perturbations_per_eval x N`` masked images. Default
                 ``max(1, 64 // N)`` (about 64 images per call). Results do not depend on it.
-                Changed meaning: it used to count masked images per call; passing it explicitly
-                for N > 1 images warns (``FutureWarning``) for one release.
+                Changed meaning: it used to count masked images per call. Where that matters -- an
+                explicit value with N > 1 images whose calls would exceed 64 images -- a ``FutureWarning``
+                says so, for one release.
             show_progress: Captum-style tqdm bar; its total is the number of model evaluations.
             players: ``None`` (default: ``"pairs"`` up to 32x32 images, the symmetrized 16 x 16 patch
                 grid above; see :meth:`players`), ``"pairs"`` (one player per conjugate pair), an int g
@@ -192,7 +193,7 @@ class FrequencyShapley(FrequencyAttribution):
             perturbations_per_eval = max(1, ROWS_PER_CALL // n)
         else:
             check_positive_int(perturbations_per_eval, "perturbations_per_eval")
-            if n > 1:
+            if n > 1 and perturbations_per_eval * n > ROWS_PER_CALL:  # larger calls than the old meaning gave
                 warnings.warn(
                     "FrequencyShapley: `perturbations_per_eval` now has Captum's meaning (coalitions per example "
                     f"per forward call): each call holds up to {perturbations_per_eval} x {n} = "
