@@ -145,8 +145,14 @@ class FrequencyAttribution(PerturbationAttribution):
     @staticmethod
     def _prepare_forward_args(additional_forward_args: Any, batch_size: int) -> Optional[Tuple]:
         args = format_forward_args(additional_forward_args)
-        # index once with the identity so a wrong batch dimension is refused before any model call
-        rows_forward_args(args, torch.arange(batch_size), batch_size)
+        # refuse a wrong batch dimension before any model call (the same message as the row runner)
+        for position, arg in enumerate(args or ()):
+            if isinstance(arg, torch.Tensor) and arg.dim() > 0 and arg.shape[0] != batch_size:
+                raise ValueError(
+                    f"tensor {position} of `additional_forward_args` has first dimension {arg.shape[0]}, expected "
+                    f"the batch size {batch_size} (tensor arguments are per-example, as in Captum; wrap other "
+                    "tensors in the forward function)"
+                )
         return args
 
     def baseline_images(self, inputs: torch.Tensor, baselines: Any, *, seed: int,
