@@ -308,6 +308,7 @@ def test_default_players_follow_the_image_size():
     assert fs.players(8, 8).num_players == conjugate_pair_players(8, 8).num_players == 33
     assert fs.players(32, 32).num_players == 513  # pairs up to 32x32
     assert fs.players(64, 64).num_players == fs.players(224, 224).num_players == 136  # 16x16 patch grid above
+    assert fs.players(8, 512).name == "patch_grid_8x16"  # thin images: no finer grid than the spectrum
 
 
 def _mean_colour(z):  # a cheap real forward function: (R, 3) channel means

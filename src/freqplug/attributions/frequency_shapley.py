@@ -25,6 +25,7 @@ from ..spectral import (
     apply_spectral_mask,
     fftshift2,
     make_players,
+    patch_grid_players,
     radial_profile,
     render_coalitions,
     rfft2,
@@ -115,7 +116,10 @@ class FrequencyShapley(FrequencyAttribution):
         pairs would cost ``n_samples * H * W / 2`` evaluations per image (about 250,000 at 224x224).
         """
         if spec is None:
-            spec = "pairs" if height * width <= AUTO_PAIRS_MAX_BINS else AUTO_GRID
+            if height * width <= AUTO_PAIRS_MAX_BINS:
+                spec = "pairs"
+            else:  # a thin image (e.g. 8 x 512) gets as many patches as it has rows/columns
+                return patch_grid_players(height, width, (min(AUTO_GRID, height), min(AUTO_GRID, width)))
         return make_players(spec, height, width, require_fixed_dc=True)
 
     @log_usage()
