@@ -15,18 +15,19 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, Optional, Tuple, Union
 
 import torch
-from captum._utils.common import (
-    _expand_additional_forward_args,
-    _expand_target,
-    _format_additional_forward_args,
-    _run_forward,
-)
-from captum._utils.progress import NullProgress, progress
 from captum.attr._utils.attribution import PerturbationAttribution
 from torch import Tensor
 
 from .._validation import check_choice, check_images, check_labels, check_number, check_positive_int
 from ..spectral import Players, dct2, dct_band_groups, idct2, players_from_map
+from ._captum import (
+    NullProgress,
+    _expand_additional_forward_args,
+    _expand_target,
+    _format_additional_forward_args,
+    _run_forward,
+    progress,
+)
 
 MODES = ("occlude", "keep")
 BASELINES = ("zero", "random")

@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 import torch
-from captum._utils.common import _format_additional_forward_args
-from captum._utils.progress import NullProgress, progress
 from captum.attr._utils.attribution import PerturbationAttribution
 from torch import Tensor
 
@@ -41,8 +39,8 @@ from ..spectral import (
     spectral_importance_distribution,
     spectral_robustness_score,
 )
+from ._captum import NullProgress, _format_additional_forward_args, progress, rows_forward_args
 from ._estimators import antithetic_permutations, exact_design_values, exact_shapley_weights
-from ._forward import rows_forward_args
 
 #: Largest M evaluated exactly (2^12 = 4096 coalitions per image); larger M are sampled.
 MAX_EXACT_BANDS = 12
