@@ -46,7 +46,7 @@ def _log_q(model, images, y):
 def test_exact_values_match_brute_force_eq3_and_efficiency(setup):
     model, x, y = setup
     m = 3
-    values = SpectralBandShapley(model, m).attribute(x, target=y)
+    values = SpectralBandShapley(model, m).player_values(x, target=y)
     players = radial_band_players(16, 16, m, include_dc=True)
     v = {}
     for subset in itertools.product([False, True], repeat=m):
@@ -67,7 +67,7 @@ def test_exact_values_match_brute_force_eq3_and_efficiency(setup):
     torch.testing.assert_close(values.sum(1), total)
     assert torch.allclose(exact_shapley_weights(6).sum(0), torch.zeros(6, dtype=torch.float64), atol=1e-15)
     # DC always present (include_dc=False): the empty coalition is the image's mean colour; l2 rings work too.
-    fixed_dc = SpectralBandShapley(model, m, metric="l2", include_dc=False).attribute(x, target=y)
+    fixed_dc = SpectralBandShapley(model, m, metric="l2", include_dc=False).player_values(x, target=y)
     mean_colour = x.mean((2, 3), keepdim=True).expand_as(x)
     torch.testing.assert_close(fixed_dc.sum(1), _log_q(model, x, y) - _log_q(model, mean_colour, y))
 
@@ -81,7 +81,7 @@ def test_null_player_model_reading_one_band_only(setup):
     def only_band2(images):
         return inner(apply_spectral_mask(images, band2))
 
-    values = SpectralBandShapley(only_band2, 4).attribute(x, target=y)
+    values = SpectralBandShapley(only_band2, 4).player_values(x, target=y)
     total = _log_q(only_band2, x, y) - _log_q(only_band2, torch.zeros_like(x), y)
     torch.testing.assert_close(values[:, 2], total)
     assert values[:, [0, 1, 3]].abs().max() < 1e-12
@@ -90,13 +90,13 @@ def test_null_player_model_reading_one_band_only(setup):
 def test_captum_conventions_targets_batching_progress_forward_args(setup, capsys):
     model, x, y = setup
     sbs = SpectralBandShapley(model, 4)
-    reference = sbs.attribute(x, target=y)
-    assert reference.shape == (5, 4) and reference.dtype == torch.float64
-    torch.testing.assert_close(sbs.attribute(x, target=y.tolist()), reference)
-    torch.testing.assert_close(sbs.attribute(x, target=1)[1], reference[1])
+    reference = sbs.player_values(x, target=y)
+    assert reference.shape == (5, 4) and reference.dtype == x.dtype
+    torch.testing.assert_close(sbs.player_values(x, target=y.tolist()), reference)
+    torch.testing.assert_close(sbs.player_values(x, target=1)[1], reference[1])
     for ppe in (3, 16, 40):
-        torch.testing.assert_close(sbs.attribute(x, target=y, perturbations_per_eval=ppe), reference)
-    sbs.attribute(x, target=y, show_progress=True)
+        torch.testing.assert_close(sbs.player_values(x, target=y, perturbations_per_eval=ppe), reference)
+    sbs.player_values(x, target=y, show_progress=True)
     assert "Spectral Band Shapley attribution" in capsys.readouterr().err
 
     def shifted(images, shift):  # per-image additive shift of the logit of class 0
@@ -106,8 +106,8 @@ def test_captum_conventions_targets_batching_progress_forward_args(setup, capsys
 
     shift = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)
     manual = torch.stack([SpectralBandShapley(lambda im, s=float(s): shifted(im, s), 3)
-                          .attribute(x[i:i + 1], target=y[i:i + 1])[0] for i, s in enumerate(shift)])
-    torch.testing.assert_close(SpectralBandShapley(shifted, 3).attribute(
+                          .player_values(x[i:i + 1], target=y[i:i + 1])[0] for i, s in enumerate(shift)])
+    torch.testing.assert_close(SpectralBandShapley(shifted, 3).player_values(
         x[:3], target=y[:3], additional_forward_args=(shift,), perturbations_per_eval=3), manual)
 
 
@@ -115,10 +115,10 @@ def test_importance_rows_mean_stderr_and_noise_flag(setup):
     model, x, y = setup
     counting = CountingModel(model)
     sbs = SpectralBandShapley(counting, 4)
-    result = sbs.importance((x, y), batch_size=7, show_progress=False)
+    result = sbs.importance((x, y), internal_batch_size=7, show_progress=False)
     assert counting.rows == 2 ** 4 * 5 == result.rows_evaluated  # no repeated work
     assert counting.calls == math.ceil(80 / 7)
-    per_image = SpectralBandShapley(model, 4).attribute(x, target=y)
+    per_image = SpectralBandShapley(model, 4).player_values(x, target=y)
     torch.testing.assert_close(result.values, per_image.mean(0))
     torch.testing.assert_close(result.stderr, per_image.std(0) / math.sqrt(5))
     assert result.values.sum().item() == pytest.approx(result.total_value, abs=1e-12)
@@ -186,7 +186,7 @@ def test_large_m_is_sampled_automatically(setup):
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     y = torch.tensor([1, 2])
     counting = CountingModel(model)
-    result = SpectralBandShapley(counting, 16).importance((x, y), n_samples=6, batch_size=64, show_progress=False)
+    result = SpectralBandShapley(counting, 16).importance((x, y), n_samples=6, internal_batch_size=64, show_progress=False)
     assert result.method == "sampled" and result.values.shape == (16,)
     assert counting.rows == result.rows_evaluated <= 2 * (6 * 15 + 2)  # prefix coalitions, each evaluated once
     assert result.values.sum().item() == pytest.approx(result.total_value, abs=1e-12)
@@ -196,9 +196,9 @@ def test_large_m_is_sampled_automatically(setup):
 def test_baselines_gaussian_and_replacement(setup):
     model, x, y = setup
     sbs = SpectralBandShapley(model, 4)
-    gaussian = sbs.attribute(x, "gaussian", target=y, seed=5)
-    torch.testing.assert_close(gaussian, sbs.attribute(x, "gaussian", target=y, seed=5))
-    replacement = sbs.attribute(x, "replacement", target=y, seed=5)
+    gaussian = sbs.player_values(x, "gaussian", target=y, seed=5)
+    torch.testing.assert_close(gaussian, sbs.player_values(x, "gaussian", target=y, seed=5))
+    replacement = sbs.player_values(x, "replacement", target=y, seed=5)
     assert not torch.allclose(gaussian, replacement)
     # Replacement = explicit partner images: full coalition is x, empty coalition is the partner.
     total = _log_q(model, x, y)
@@ -215,21 +215,21 @@ def test_bad_inputs_raise_clear_errors(setup):
     model, x, y = setup
     sbs = SpectralBandShapley(model, 4)
     with pytest.raises(ValueError, match="inputs"):
-        sbs.attribute(x - 1, target=y)
+        sbs.player_values(x - 1, target=y)
     with pytest.raises(ValueError, match="target"):
-        sbs.attribute(x)
+        sbs.player_values(x)
     with pytest.raises(ValueError, match="target"):
-        sbs.attribute(x, target=torch.tensor([0, 1]))
+        sbs.player_values(x, target=torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="target"):
-        sbs.attribute(x, target=9)
+        sbs.player_values(x, target=9)
     with pytest.raises(ValueError, match="num_bands"):
-        SpectralBandShapley(model, 13).attribute(x, target=y, method="exact")
+        SpectralBandShapley(model, 13).player_values(x, target=y, method="exact")
     with pytest.raises(ValueError, match="num_bands"):
-        SpectralBandShapley(model, 12).attribute(x, target=y)  # 12 rings do not fit a 16x16 l_inf spectrum
+        SpectralBandShapley(model, 12).player_values(x, target=y)  # 12 rings do not fit a 16x16 l_inf spectrum
     with pytest.raises(ValueError, match="baselines"):
-        sbs.attribute(x, "uniform", target=y)
+        sbs.player_values(x, "uniform", target=y)
     with pytest.raises(ValueError, match="replacement"):
-        sbs.attribute(x[:1], "replacement", target=y[:1])
+        sbs.player_values(x[:1], "replacement", target=y[:1])
     with pytest.raises(ValueError, match="labels"):
         sbs.importance((x, torch.tensor([0, 1])), show_progress=False)
     with pytest.raises(ValueError, match="target"):
@@ -293,7 +293,7 @@ def test_trained_resnet18_values_largest_in_lowest_band(reference_model, cifar_s
     # Per image the bands trade places; over the 20 samples band 0 (DC and the lowest quarter) leads:
     # psi = [1.95, 0.25, 1.33, 0.63] for M = 4 (M = 8 costs 5120 rows, see examples/ and bench/).
     x, y = cifar_samples
-    result = SpectralBandShapley(reference_model, 4).importance((x, y), batch_size=80, show_progress=False)
+    result = SpectralBandShapley(reference_model, 4).importance((x, y), internal_batch_size=80, show_progress=False)
     assert int(result.values.argmax()) == 0
     assert result.values.sum().item() == pytest.approx(result.total_value, abs=1e-9)
     assert result.rows_evaluated == 16 * 20
@@ -306,7 +306,7 @@ def test_random_resnet18_reports_noise_flag(cifar_samples):
     x, y = cifar_samples
     torch.manual_seed(0)
     random_model = resnet18_cifar().eval()
-    result = SpectralBandShapley(random_model, 4).importance((x[:4], y[:4]), batch_size=64, show_progress=False)
+    result = SpectralBandShapley(random_model, 4).importance((x[:4], y[:4]), internal_batch_size=64, show_progress=False)
     assert result.values.abs().max() < 0.5  # an untrained net barely moves log Q
     assert result.distinguishable == (result.p_value < 0.05)
     assert ("NOT distinguishable" in result.message) == (not result.distinguishable)

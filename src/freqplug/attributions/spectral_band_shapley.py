@@ -23,8 +23,9 @@ independent computation (M = 8, 20 CIFAR-10 samples, zero baseline, embedded Res
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterable, Optional, Tuple, Union
 
 import torch
 from captum._utils.common import _format_additional_forward_args
@@ -32,7 +33,18 @@ from captum._utils.progress import NullProgress, progress
 from captum.attr._utils.attribution import PerturbationAttribution
 from torch import Tensor
 
-from .._validation import check_choice, check_images, check_labels, check_number, check_positive_int
+from .. import _distributed
+from .._batches import data_length, image_generator, iter_labelled_batches
+from .._model import check_logits, preserved_model_state
+from .._validation import (
+    check_budget,
+    check_callable,
+    check_choice,
+    check_images,
+    check_number,
+    check_positive_int,
+    check_seed,
+)
 from ..spectral import (
     Players,
     baseline_spectrum,
@@ -41,25 +53,15 @@ from ..spectral import (
     spectral_importance_distribution,
     spectral_robustness_score,
 )
-from ._estimators import antithetic_permutations, exact_design_values, exact_shapley_weights
+from ._estimators import DeduplicatedPermutationDesign, exact_design_values, exact_shapley_weights
 from ._forward import rows_forward_args
+from ._stats import equal_means_test
 
 #: Largest M evaluated exactly (2^12 = 4096 coalitions per image); larger M are sampled.
 MAX_EXACT_BANDS = 12
 BASELINES = ("zero", "gaussian", "replacement")
 METHODS = ("auto", "exact", "sampled")
 OUTPUTS = ("log_softmax", "identity")
-
-
-# ---------------------------------------------------------------------------- Shapley algebra
-def _prefix_codes(permutations: Tensor) -> Tensor:
-    """Integer codes (R, M+1) of the prefix coalitions of each permutation (empty ... full)."""
-    bits = torch.ones((), dtype=torch.long) << permutations  # (R, M)
-    return torch.cat([bits.new_zeros(bits.shape[0], 1), bits.cumsum(1)], dim=1)
-
-
-def _codes_to_table(codes: Tensor, num_players: int) -> Tensor:
-    return ((codes[:, None] >> torch.arange(num_players)) & 1).bool()
 
 
 # ---------------------------------------------------------------------------- result
@@ -117,22 +119,25 @@ class BandImportance:
 
 # ---------------------------------------------------------------------------- the method
 class SpectralBandShapley(PerturbationAttribution):
-    r"""I-ASIDE: Shapley values of M radial spectral bands (seed 004, eq. 3-8 and 11).
+    r"""I-ASIDE: Shapley values of M radial spectral bands (Luo2024, eq. 3-8 and 11).
 
     Args:
         forward_func: the model (or any callable) mapping images (R, C, H, W) in [0, 1] to
-            outputs (R, num_classes); it is never modified (call it in the mode you want).
+            outputs (R, num_classes); its train/eval flags, parameters and the global RNG are left as
+            they were (call it in the mode you want).
         num_bands: M, number of players (default 8, the paper's choice).
         metric: ``"linf"`` (the paper's square rings) or ``"l2"`` (circular rings).
         include_dc: DC in band 0 (default, see the module docstring); False keeps DC always present.
         output: ``"log_softmax"`` (default, eq. 8: log Q(y | ·)) or ``"identity"`` (use the forward
-            output as it is, e.g. a model that already returns log-probabilities or logits).
+            output as it is, e.g. a model that already returns log-probabilities or logits). With
+            ``"log_softmax"`` the forward output must have at least 2 columns: the log-softmax of a
+            single column is 0 for every image, so every value would be 0; such a forward raises
+            (use ``output="identity"`` for a scalar score).
     """
 
     def __init__(self, forward_func: Callable, num_bands: int = 8, *, metric: str = "linf",
                  include_dc: bool = True, output: str = "log_softmax") -> None:
-        if not callable(forward_func):
-            raise TypeError(f"`forward_func` must be callable, got {type(forward_func).__name__}")
+        check_callable(forward_func, "forward_func")
         check_positive_int(num_bands, "num_bands", minimum=2)
         check_choice(metric, "metric", ("linf", "l2"))
         check_choice(output, "output", OUTPUTS)
@@ -149,10 +154,18 @@ class SpectralBandShapley(PerturbationAttribution):
         """The band partition for (height, width) images (fft layout)."""
         return radial_band_players(height, width, self.num_bands, metric=self.metric, include_dc=self.include_dc)
 
+    def num_evaluations(self, num_images: int, *, method: str = "auto", n_samples: int = 64, seed: int = 0) -> int:
+        """Model rows (one image each) that :meth:`attribute` / :meth:`importance` spend on ``num_images``
+        images: ``2^M`` per image in exact mode, the distinct prefix coalitions of the sampled
+        permutations (at most ``n_samples · (M - 1) + 2``) in sampled mode."""
+        check_positive_int(num_images, "num_images")
+        coalitions, _ = self._design(self._resolve_method(method), n_samples, seed)
+        return num_images * int(coalitions.shape[0])
+
     def attribute(  # type: ignore[override]
         self,
         inputs: Tensor,
-        baselines: Union[str, Tensor] = "zero",
+        baselines: Union[None, int, float, str, Tensor] = "zero",
         target: Any = None,
         additional_forward_args: Any = None,
         perturbations_per_eval: int = 1,
@@ -162,36 +175,76 @@ class SpectralBandShapley(PerturbationAttribution):
         n_samples: int = 64,
         noise_std: float = 1.0,
         seed: int = 0,
+        max_evaluations: Optional[float] = None,
     ) -> Tensor:
-        r"""Per-image band Shapley values, Captum style.
+        r"""Per-image band Shapley values painted on the spectrum, Captum style: (N, H, W).
+
+        Every frequency bin carries the value of its band (Captum's feature-mask convention, as
+        :class:`OccludedFrequency` and :class:`FrequencyShapley`); :meth:`player_values` gives the
+        values (N, M) themselves. Arguments are those of :meth:`player_values`.
+
+        Returns:
+            (N, H, W) in the inputs' dtype and device, fft2 layout ([0, 0] = DC): bin (u, v) holds
+            ψ_n of the band it belongs to (with ``include_dc=False`` the DC bin holds 0).
+        """
+        values = self.player_values(inputs, baselines, target, additional_forward_args, perturbations_per_eval,
+                                    show_progress, method=method, n_samples=n_samples, noise_std=noise_std,
+                                    seed=seed, max_evaluations=max_evaluations)
+        players = self.players(inputs.shape[-2], inputs.shape[-1])
+        return players.expand(values.cpu()).to(device=inputs.device, dtype=inputs.dtype)
+
+    def player_values(
+        self,
+        inputs: Tensor,
+        baselines: Union[None, int, float, str, Tensor] = "zero",
+        target: Any = None,
+        additional_forward_args: Any = None,
+        perturbations_per_eval: int = 1,
+        show_progress: bool = False,
+        *,
+        method: str = "auto",
+        n_samples: int = 64,
+        noise_std: float = 1.0,
+        seed: int = 0,
+        max_evaluations: Optional[float] = None,
+    ) -> Tensor:
+        r"""Per-image band Shapley values (N, M) (Luo2024 eq. 3 with the per-image game of eq. 8).
 
         For every image x_n the game is ``v_n(S) = g(x_n ⋈ S) - g(x_n ⋈ ∅)`` with g the log-softmax
         (or raw output, ``output="identity"``) of ``forward_func`` at ``target``; the mean of these
-        values over a dataset is the ψ of :meth:`importance` (linearity of eq. 3).
+        values over a dataset is the ψ of :meth:`importance` (linearity of eq. 3). Makes
+        :meth:`num_evaluations` (N) model rows, ``perturbations_per_eval · N`` per forward call.
 
         Args:
             inputs: images (N, C, H, W) in [0, 1].
-            baselines: what fills absent bands (App. B.2): ``"zero"`` (default, b = 0),
-                ``"gaussian"`` (a conjugate-symmetric complex Gaussian spectrum, one draw per image
-                kept for all coalitions, pixel std ``noise_std``; ``noise_std=1`` is the paper's
-                standard complex Gaussian in orthonormal units), ``"replacement"`` (the spectrum of
-                another image of ``inputs``, a seeded derangement) or a tensor of images
-                (N or 1, C, H, W) whose spectra fill the absences.
-            target: Captum target: int, 0-d tensor, tensor (N,) or list of N ints (class per image).
-                Required unless the forward output has a single column.
+            baselines: what fills absent bands (App. B.2): ``"zero"`` (default, b = 0; ``None``,
+                ``0`` and ``0.0`` mean the same), ``"gaussian"`` (a conjugate-symmetric complex
+                Gaussian spectrum: real white noise of pixel std ``noise_std``, one draw per image
+                kept for all coalitions, drawn from the generator of (``seed``, image index), so it
+                does not depend on batching; ``noise_std=1`` is the paper's standard complex
+                Gaussian in orthonormal units), ``"replacement"`` (the spectrum of another image of
+                ``inputs``, a seeded derangement) or a tensor of images (N or 1, C, H, W) whose
+                spectra fill the absences.
+            target: Captum target: int, 0-d tensor, tensor (N,) or list of N ints (class per image),
+                each in [0, num_classes). Required unless the forward output has a single column
+                (which needs ``output="identity"``).
             additional_forward_args: extra arguments of ``forward_func``; tensors whose first
-                dimension is N are expanded per coalition row, others passed as they are.
+                dimension is N are indexed per coalition row, other non-tensor arguments are passed
+                as they are, and a tensor whose first dimension is not N raises.
             perturbations_per_eval: coalitions per forward call; each call sees
-                ``perturbations_per_eval * N`` images. Results do not depend on it.
+                ``perturbations_per_eval * N`` images (Captum's meaning). Results do not depend on it.
             show_progress: a progress bar over the model rows.
             method: ``"exact"`` (all 2^M coalitions, M <= 12), ``"sampled"`` (antithetic
                 permutations) or ``"auto"`` (exact when M <= 12).
             n_samples: permutations in sampled mode (rounded up to an even number).
+            noise_std: pixel std of the ``"gaussian"`` baseline.
             seed: seeds the Gaussian / replacement baselines and the permutations.
+            max_evaluations: refuse calls above this many model rows (None: the library default,
+                :data:`freqplug._validation.DEFAULT_MAX_EVALUATIONS`; ``float("inf")`` for no limit).
 
         Returns:
-            Band values (N, M), float64, band 0 = lowest frequencies. Rows sum to
-            ``v_n(all) - v_n(∅)`` (efficiency).
+            Band values (N, M) in the inputs' dtype and device, band 0 = lowest frequencies. Rows
+            sum to ``v_n(all) - v_n(∅)`` (efficiency).
         """
         x = self._check_inputs(inputs)
         n = x.shape[0]
@@ -200,21 +253,23 @@ class SpectralBandShapley(PerturbationAttribution):
         args = _format_additional_forward_args(additional_forward_args)
         method = self._resolve_method(method)
         coalitions, estimator = self._design(method, n_samples, seed)
+        check_budget(n * coalitions.shape[0], max_evaluations, f"{self.get_name()} on {n} image(s)",
+                     "lower num_bands or use method='sampled' with fewer n_samples")
         fill = self._baseline_fill(x, baselines, noise_std, seed, torch.arange(n))
         bar = progress(desc=f"{self.get_name()} attribution", total=n * coalitions.shape[0]) if show_progress \
             else NullProgress()
-        with torch.no_grad():
+        with torch.no_grad(), preserved_model_state(self.forward_func, fork_rng=True):
             values = self._coalition_values(x, targets, args, coalitions, fill, perturbations_per_eval * n, bar)
         bar.close()
-        return estimator(values)[0].to(x.device)
+        return estimator(values)[0].to(device=x.device, dtype=x.dtype)
 
     def importance(
         self,
         data: Union[Tensor, Tuple[Tensor, Tensor], Iterable],
         target: Any = None,
         *,
-        baselines: Union[str, Tensor] = "zero",
-        batch_size: int = 256,
+        baselines: Union[None, int, float, str, Tensor] = "zero",
+        internal_batch_size: Optional[int] = None,
         method: str = "auto",
         n_samples: int = 64,
         noise_std: float = 1.0,
@@ -222,32 +277,48 @@ class SpectralBandShapley(PerturbationAttribution):
         beta: float = 0.75,
         alpha: float = 0.05,
         show_progress: bool = True,
+        max_evaluations: Optional[float] = None,
+        batch_size: Optional[int] = None,
     ) -> BandImportance:
-        r"""Dataset-level I-ASIDE: ψ, SID, SRS and standard errors (eq. 3, 7-8, 11).
+        r"""Dataset-level I-ASIDE: ψ, SID, SRS and standard errors (Luo2024 eq. 3, 7-8, 11).
 
         Evaluates exactly ``2^M · K`` model rows for K images in exact mode (each coalition image
-        once, every coalition on the same images), in chunks of ``batch_size`` rows. When
-        ``torch.distributed`` is initialized, image k is handled by rank ``k % world_size`` and the
-        sums are all-reduced, so every rank returns the numbers of a single process.
+        once, every coalition on the same images), in forward calls of ``internal_batch_size`` rows.
+        When ``torch.distributed`` is initialized, image k is handled by rank ``k % world_size`` and
+        the sums are all-reduced, so every rank returns the numbers of a single process.
 
         Args:
             data: a tuple ``(x, y)`` of images (K, C, H, W) in [0, 1] and labels (K,), a tensor ``x``
                 (then ``target`` gives the classes), or an iterable / DataLoader of ``(x, y)``
                 batches (every rank must iterate it in the same order).
             target: None (use the labels), an int class for every image, or a tensor (K,) of classes.
-            baselines: ``"zero"``, ``"gaussian"``, ``"replacement"`` (partner from the same batch of
-                the data; for tensors the whole set) or images (1, C, H, W). See :meth:`attribute`.
-            batch_size: model rows per forward call.
-            method, n_samples, noise_std, seed: see :meth:`attribute`.
+            baselines: ``"zero"`` (or None/0/0.0), ``"gaussian"`` (per image, keyed on its index in
+                the data: the same numbers for any batching of the data), ``"replacement"``
+                (partner from the same block of the data: the whole set for tensor data, the batch
+                for a DataLoader) or images (1, C, H, W). See :meth:`player_values`.
+            internal_batch_size: model rows (coalition images) per forward call (default 256),
+                Captum's name for row chunking. Results do not depend on it.
+            method, n_samples, noise_std, seed: see :meth:`player_values`.
             beta: SRS weight base (eq. 11).
             alpha: significance level of the equal-ψ test behind ``distinguishable`` (see
                 :class:`BandImportance`).
             show_progress: progress bar over rows (rank 0 only).
+            max_evaluations: refuse data whose known size needs more model rows (None: the library
+                default; ``float("inf")`` for no limit).
+            batch_size: deprecated name of ``internal_batch_size`` (it counted model rows, not
+                images); it warns and will be removed in the next release.
 
         Returns:
             :class:`BandImportance`.
         """
-        check_positive_int(batch_size, "batch_size")
+        if batch_size is not None:
+            if internal_batch_size is not None:
+                raise TypeError("pass `internal_batch_size` only (`batch_size` is its deprecated name)")
+            warnings.warn("SpectralBandShapley.importance(batch_size=...) counted model rows per forward call and is "
+                          "deprecated; pass internal_batch_size=... (same meaning)", DeprecationWarning, stacklevel=2)
+            internal_batch_size = batch_size
+        internal_batch_size = 256 if internal_batch_size is None else internal_batch_size
+        check_positive_int(internal_batch_size, "internal_batch_size")
         check_number(alpha, "alpha", minimum=0.0, maximum=1.0)
         check_number(beta, "beta", minimum=0.0, maximum=1.0, strict_minimum=True)
         if isinstance(baselines, Tensor) and baselines.dim() == 4 and baselines.shape[0] != 1:
@@ -255,10 +326,14 @@ class SpectralBandShapley(PerturbationAttribution):
                              f"whole set), got shape {tuple(baselines.shape)}; use 'replacement' for partners")
         method = self._resolve_method(method)
         coalitions, estimator = self._design(method, n_samples, seed)
-        rank, world = _dist_rank_world()
+        rank, world = _distributed.rank(), _distributed.world_size()
         m = self.num_bands
 
-        total_images = _data_length(data)
+        total_images = data_length(data)
+        if total_images:
+            check_budget(total_images * coalitions.shape[0], max_evaluations,
+                         f"{self.get_name()}.importance on {total_images} image(s)",
+                         "lower num_bands, use fewer images or method='sampled' with fewer n_samples")
         bar = progress(desc=f"{self.get_name()} importance", total=None if total_images is None else
                        math.ceil(total_images / world) * coalitions.shape[0]) \
             if show_progress and rank == 0 else NullProgress()
@@ -267,9 +342,10 @@ class SpectralBandShapley(PerturbationAttribution):
         total_sum = torch.zeros((), dtype=torch.float64)
         pair_sum: Optional[Tensor] = None
         count = torch.zeros((), dtype=torch.float64)
-        offset = 0
-        with torch.no_grad():
-            for block, (x, labels) in enumerate(_iter_blocks(data)):
+        seen = 0
+        with torch.no_grad(), preserved_model_state(self.forward_func, fork_rng=True):
+            for block, (x, labels, offset) in enumerate(iter_labelled_batches(data, name="data",
+                                                                             require_labels=False)):
                 x = self._check_inputs(x, "data")
                 k = x.shape[0]
                 global_index = torch.arange(offset, offset + k)
@@ -281,7 +357,7 @@ class SpectralBandShapley(PerturbationAttribution):
                     if fill is not None and fill.shape[0] == k:
                         fill = fill[local.to(fill.device)]
                     values = self._coalition_values(x[local.to(x.device)], targets[local.to(targets.device)], None,
-                                                    coalitions, fill, batch_size, bar)
+                                                    coalitions, fill, internal_batch_size, bar)
                     psi, pairs, totals = estimator(values)
                     psi_sum += psi.sum(0)
                     outer_sum += psi.T @ psi
@@ -289,14 +365,14 @@ class SpectralBandShapley(PerturbationAttribution):
                     count += psi.shape[0]
                     if pairs is not None:
                         pair_sum = pairs.sum(0) if pair_sum is None else pair_sum + pairs.sum(0)
-                offset += k
+                seen += k
         bar.close()
-        if offset == 0:
+        if seen == 0:
             raise ValueError("`data` holds no images")
         if method == "sampled" and pair_sum is None:
             pair_sum = torch.zeros(_num_pairs(n_samples), m, dtype=torch.float64)
-        psi_sum, outer_sum, total_sum, count, pair_sum = _all_reduce_sums(psi_sum, outer_sum, total_sum, count,
-                                                                          pair_sum)
+        psi_sum, outer_sum, total_sum, count, pair_sum = _distributed.all_reduce_sums(
+            psi_sum, outer_sum, total_sum, count, pair_sum)
         return self._summarize(psi_sum, outer_sum, total_sum, int(count), pair_sum, coalitions.shape[0], method,
                                baselines, beta, alpha)
 
@@ -319,8 +395,9 @@ class SpectralBandShapley(PerturbationAttribution):
 
     def _design(self, method: str, n_samples: int, seed: int):
         """Coalitions to evaluate (U, M) and the estimator mapping values (N, U) to
-        (per-image ψ (N, M), per-pair marginals (N, pairs, M) or None, v(all) - v(∅) (N,))."""
+        (per-image ψ (N, M), per-pair estimates (N, pairs, M) or None, v(all) - v(∅) (N,))."""
         m = self.num_bands
+        check_seed(seed, allow_none=False)
         if method == "exact":
             weights = exact_shapley_weights(m)
 
@@ -329,43 +406,27 @@ class SpectralBandShapley(PerturbationAttribution):
 
             return exact_design_values(m), exact
         check_positive_int(n_samples, "n_samples", minimum=2)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"`seed` must be an int, got {type(seed).__name__}")
-        generator = torch.Generator().manual_seed(seed)
-        permutations = antithetic_permutations(m, _num_pairs(n_samples), generator)
-        prefixes = _prefix_codes(permutations)  # (R, M+1)
-        codes, position = torch.unique(prefixes.reshape(-1), return_inverse=True)
-        position = position.reshape(prefixes.shape)
-        empty_at, full_at = int(position[0, 0]), int(position[0, -1])
+        design = DeduplicatedPermutationDesign(m, _num_pairs(n_samples), torch.Generator().manual_seed(seed))
+        return design.coalitions, design.estimate
 
-        def sampled(values: Tensor):
-            steps = values[:, position]  # (N, R, M+1)
-            gains = steps[:, :, 1:] - steps[:, :, :-1]  # marginal of the player added at each step
-            marginals = torch.zeros_like(gains).scatter_(2, permutations[None].expand_as(gains), gains)
-            pairs = marginals.reshape(values.shape[0], -1, 2, m).mean(2)  # antithetic pair averages
-            return pairs.mean(1), pairs, values[:, full_at] - values[:, empty_at]
-
-        return _codes_to_table(codes, m), sampled
-
-    def _baseline_fill(self, x: Tensor, baselines: Union[str, Tensor], noise_std: float, seed: int,
+    def _baseline_fill(self, x: Tensor, baselines: Any, noise_std: float, seed: int,
                        global_index: Tensor, block: int = 0) -> Optional[Tensor]:
         """One-sided absence spectra: None (zero) or (N or 1, C, H, W//2+1), fixed for all coalitions."""
+        check_seed(seed, allow_none=False)
+        if _is_zero_baseline(baselines):
+            return None
         if isinstance(baselines, Tensor):
             return baseline_spectrum(x, baselines)
         if not isinstance(baselines, str):
-            raise TypeError(f"`baselines` must be 'zero', 'gaussian', 'replacement' or a tensor of images, "
-                            f"got {type(baselines).__name__}")
+            raise TypeError(f"`baselines` must be 'zero' (or None/0/0.0), 'gaussian', 'replacement' or a tensor of "
+                            f"images, got {type(baselines).__name__} {baselines!r}")
         check_choice(baselines, "baselines", BASELINES)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"`seed` must be an int, got {type(seed).__name__}")
-        if baselines == "zero":
-            return None
         if baselines == "gaussian":
             check_number(noise_std, "noise_std", minimum=0.0)
             # One generator per image, keyed by its index in the data: the draw does not depend on
-            # chunking or on which rank handles the image.
+            # batching, chunking or on which rank handles the image.
             spectra = [baseline_spectrum(x[i:i + 1], "gaussian", noise_std=noise_std,
-                                         generator=torch.Generator().manual_seed(seed * 1_000_003 + int(g)))
+                                         generator=image_generator(seed, g))
                        for i, g in enumerate(global_index.tolist())]
             return torch.cat(spectra)
         n = x.shape[0]
@@ -391,16 +452,16 @@ class SpectralBandShapley(PerturbationAttribution):
             bar.update(int(image_index.numel()))
         return values
 
-    def _select(self, output: Tensor, targets: Optional[Tensor], image_index: Tensor) -> Tensor:
-        if not isinstance(output, Tensor):
-            raise TypeError(f"`forward_func` must return a tensor, got {type(output).__name__}")
-        output = output.to(torch.float64)
-        if output.dim() == 1:
+    def _select(self, output: Any, targets: Optional[Tensor], image_index: Tensor) -> Tensor:
+        if isinstance(output, Tensor) and output.dim() == 1:
             output = output[:, None]
-        if output.dim() != 2 or output.shape[0] != image_index.numel():
-            raise ValueError(f"`forward_func` must return (batch, num_classes) for a batch of {image_index.numel()} "
-                             f"images, got shape {tuple(output.shape)}")
+        check_logits(output, self.forward_func, batch_size=image_index.numel(), name="forward_func")
+        output = output.detach().to(torch.float64)
         if self.output == "log_softmax":
+            if output.shape[1] == 1:
+                raise ValueError("`forward_func` returns a single column: its log-softmax is 0 for every image, so "
+                                 "every band value would be 0; return (batch, num_classes) logits, or use "
+                                 "output='identity' to take the single output as the score")
             output = torch.log_softmax(output, dim=-1)
         if targets is None:
             if output.shape[1] != 1:
@@ -408,8 +469,8 @@ class SpectralBandShapley(PerturbationAttribution):
             return output[:, 0]
         row_targets = targets[image_index.to(targets.device)].to(output.device)
         if int(row_targets.max()) >= output.shape[1]:
-            raise ValueError(f"`target` must be < {output.shape[1]} (the number of classes), "
-                             f"got {int(row_targets.max())}")
+            raise ValueError(f"`target` must hold class indices in [0, {output.shape[1]}) (the forward output's "
+                             f"width), got {int(row_targets.max())}")
         return output.gather(1, row_targets[:, None])[:, 0]
 
     def _block_targets(self, target: Any, labels: Optional[Tensor], global_index: Tensor,
@@ -418,7 +479,6 @@ class SpectralBandShapley(PerturbationAttribution):
         if target is None:
             if labels is None:
                 raise ValueError("`target` is required when `data` has no labels (pass (x, y) or target=...)")
-            check_labels(labels, "labels", k)
             return labels.to(torch.long)
         if isinstance(target, Tensor) and target.dim() == 1 and target.numel() > 1:
             if total_images is not None and target.numel() != total_images:
@@ -458,7 +518,7 @@ class SpectralBandShapley(PerturbationAttribution):
         hi, lo = int(psi.argmax()), int(psi.argmin())
         spread = float(psi[hi] - psi[lo])
         spread_se = float((cov_total[hi, hi] + cov_total[lo, lo] - 2 * cov_total[hi, lo]).clamp(min=0).sqrt())
-        p_value, tested = _equal_values_test(psi, cov_total, count)
+        p_value, tested = equal_means_test(psi, cov_total, count)
         ratio = f"spread max-min of psi = {spread:.3g} ({spread / spread_se:.1f} s.e.)" if spread_se > 0 else \
             f"spread max-min of psi = {spread:.3g}"
         if not tested:
@@ -476,77 +536,20 @@ class SpectralBandShapley(PerturbationAttribution):
             values=psi, sid=sid, srs=srs, stderr=stderr, stderr_images=stderr_images,
             stderr_sampling=stderr_sampling, total_value=float(total_sum / count), num_images=count,
             num_bands=self.num_bands, rows_evaluated=count * rows_per_image, method=method,
-            baseline=baselines if isinstance(baselines, str) else "images", distinguishable=distinguishable,
+            baseline="zero" if _is_zero_baseline(baselines) else baselines if isinstance(baselines, str) else "images", distinguishable=distinguishable,
             message=message, p_value=p_value, spread=spread, spread_stderr=spread_se, covariance=cov_total)
 
 
 # ---------------------------------------------------------------------------- helpers
-def _equal_values_test(values: Tensor, covariance: Tensor, num_images: int) -> Tuple[float, bool]:
-    """Hotelling T² test of H0: all M values equal, from their mean (M,) and its covariance (M, M).
-
-    Uses the M-1 successive differences d = ψ_{i+1} - ψ_i with covariance S = C Σ C^T:
-    ``T² = d^T S^+ d`` and ``F = (K-r) / ((K-1) r) T² ~ F(r, K-r)`` (r = rank of S, K images).
-    A difference with zero variance but a non-zero mean is a certain difference (p = 0).
-    Returns (p-value, whether the test could be computed).
-    """
-    m = values.shape[0]
-    if not bool(torch.isfinite(covariance).all()):
-        return float("nan"), False
-    contrasts = torch.eye(m, dtype=torch.float64)[1:] - torch.eye(m, dtype=torch.float64)[:-1]
-    diff = contrasts @ values
-    cov = contrasts @ covariance @ contrasts.T
-    eigenvalues, eigenvectors = torch.linalg.eigh((cov + cov.T) / 2)
-    projected = eigenvectors.T @ diff
-    scale = float(max(eigenvalues.abs().max(), 1e-300))
-    kept = eigenvalues > 1e-12 * scale
-    if bool((projected[~kept].abs() > 1e-9 * max(float(diff.abs().max()), 1e-300)).any()):
-        return 0.0, True  # a difference every image agrees on exactly
-    rank = int(kept.sum())
-    if rank == 0:
-        return 1.0, True  # no differences at all
-    df2 = num_images - rank
-    if df2 <= 0:
-        return float("nan"), False
-    t2 = float((projected[kept] ** 2 / eigenvalues[kept]).sum())
-    f_stat = df2 / ((num_images - 1) * rank) * t2
-    return _f_survival(f_stat, rank, df2), True
-
-
-def _f_survival(f_stat: float, df1: int, df2: int) -> float:
-    """P(F(df1, df2) > f_stat) = I_{df2 / (df2 + df1 f)}(df2 / 2, df1 / 2) (regularized incomplete beta)."""
-    if f_stat <= 0:
-        return 1.0
-    return _betainc(df2 / 2.0, df1 / 2.0, df2 / (df2 + df1 * f_stat))
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b) by Lentz's continued fraction (Numerical Recipes 6.4)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x > (a + 1.0) / (a + b + 2.0):
-        return 1.0 - _betainc(b, a, 1.0 - x)
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    result = d
-    for step in range(1, 500):
-        for numerator in (step * (b - step) * x / ((a + 2 * step - 1) * (a + 2 * step)),
-                          -(a + step) * (a + b + step) * x / ((a + 2 * step) * (a + 2 * step + 1))):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            result *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return math.exp(log_front) * result / a
-
-
 def _num_pairs(n_samples: int) -> int:
     return (n_samples + 1) // 2
+
+
+def _is_zero_baseline(baselines: Any) -> bool:
+    """None, "zero", 0 and 0.0 all mean the zero baseline (Captum's spellings)."""
+    if baselines is None or (isinstance(baselines, str) and baselines == "zero"):
+        return True
+    return isinstance(baselines, (int, float)) and not isinstance(baselines, bool) and baselines == 0
 
 
 def _target_tensor(target: Any, n: int, device) -> Optional[Tensor]:
@@ -577,65 +580,3 @@ def _target_tensor(target: Any, n: int, device) -> Optional[Tensor]:
     return target.to(device=device, dtype=torch.long)
 
 
-def _data_length(data: Any) -> Optional[int]:
-    if isinstance(data, Tensor):
-        return int(data.shape[0]) if data.dim() > 0 else None
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
-        return int(data[0].shape[0]) if data[0].dim() > 0 else None
-    dataset = getattr(data, "dataset", None)
-    try:
-        return len(dataset) if dataset is not None else None
-    except TypeError:
-        return None
-
-
-def _iter_blocks(data: Any) -> Iterator[Tuple[Tensor, Optional[Tensor]]]:
-    """Yield (x, labels or None) blocks from a tensor, an (x, y) pair or an iterable of batches."""
-    if isinstance(data, Tensor):
-        yield data, None
-        return
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
-        x, y = data
-        if not isinstance(y, Tensor):
-            raise TypeError(f"`data` labels must be a tensor (K,), got {type(y).__name__}")
-        check_labels(y, "data labels", x.shape[0] if x.dim() > 0 else 0)
-        yield x, y
-        return
-    if not hasattr(data, "__iter__"):
-        raise TypeError("`data` must be a tensor x, a pair (x, y) or an iterable/DataLoader of (x, y) batches, "
-                        f"got {type(data).__name__}")
-    for batch in data:
-        if isinstance(batch, Tensor):
-            yield batch, None
-        elif isinstance(batch, (tuple, list)) and len(batch) >= 1 and isinstance(batch[0], Tensor):
-            yield batch[0], (batch[1] if len(batch) > 1 else None)
-        else:
-            raise TypeError(f"`data` batches must be tensors or (x, y) pairs, got {type(batch).__name__}")
-
-
-def _dist_rank_world() -> Tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _all_reduce_sums(*sums: Optional[Tensor]) -> List[Optional[Tensor]]:
-    """Sum float64 accumulators across ranks (no-op without torch.distributed)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return list(sums)
-    present = [s for s in sums if s is not None]
-    flat = torch.cat([s.reshape(-1) for s in present])
-    backend = torch.distributed.get_backend()
-    device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
-    flat = flat.to(device)
-    torch.distributed.all_reduce(flat)
-    flat = flat.cpu()
-    out: List[Optional[Tensor]] = []
-    start = 0
-    for s in sums:
-        if s is None:
-            out.append(None)
-            continue
-        out.append(flat[start:start + s.numel()].reshape(s.shape))
-        start += s.numel()
-    return out
