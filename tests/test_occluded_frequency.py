@@ -33,11 +33,11 @@ def _hand_drop(model, x, y, group_mask, baseline=None):
 def test_scores_equal_hand_logit_drops_ring_and_diagonal(setup):
     model, x, y = setup
     u, v = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
-    ring = OccludedFrequency(model).group_scores(x, target=y)
+    ring = OccludedFrequency(model).player_values(x, target=y)
     assert ring.shape == (3, 8)  # every ring max(u, v) = 0..7 scored, the highest included
     for k in (0, 3, 7):
         torch.testing.assert_close(ring[:, k], _hand_drop(model, x, y, torch.maximum(u, v) == k))
-    diagonal = OccludedFrequency(model, groups="diagonal").group_scores(x, target=y)
+    diagonal = OccludedFrequency(model, groups="diagonal").player_values(x, target=y)
     assert diagonal.shape == (3, 15)
     for k in (0, 5, 14):
         torch.testing.assert_close(diagonal[:, k], _hand_drop(model, x, y, (u + v) == k))
@@ -47,7 +47,7 @@ def test_attribute_map_carries_group_scores_and_matches_captum_feature_ablation(
     model, x, y = setup
     of = OccludedFrequency(model)
     attribution = of.attribute(x, target=y)
-    scores = of.group_scores(x, target=y)
+    scores = of.player_values(x, target=y)
     assert attribution.shape == (3, 8, 8) and attribution.dtype == x.dtype
     u, v = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
     ring = torch.maximum(u, v)
@@ -62,18 +62,18 @@ def test_keep_mode_random_and_image_baselines(setup):
     model, x, y = setup
     of = OccludedFrequency(model)
     u, v = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
-    keep = of.group_scores(x, target=y, mode="keep")
+    keep = of.player_values(x, target=y, mode="keep")
     c = dct2(x)
     rows = torch.arange(3)
     with torch.no_grad():
         nothing = model(torch.zeros_like(x))[rows, y]
         only_ring2 = model(idct2(torch.where(torch.maximum(u, v) == 2, c, torch.zeros_like(c))))[rows, y]
     torch.testing.assert_close(keep[:, 2], only_ring2 - nothing)
-    first = of.group_scores(x, "random", target=y, seed=3)
-    torch.testing.assert_close(first, of.group_scores(x, "random", target=y, seed=3))  # same seed, same result
-    assert not torch.allclose(first, of.group_scores(x, "random", target=y, seed=4))
+    first = of.player_values(x, "gaussian", target=y, seed=3)
+    torch.testing.assert_close(first, of.player_values(x, "gaussian", target=y, seed=3))  # same seed, same result
+    assert not torch.allclose(first, of.player_values(x, "gaussian", target=y, seed=4))
     gray = torch.full((1, 3, 8, 8), 0.5, dtype=torch.float64)
-    with_gray = of.group_scores(x, gray, target=y)
+    with_gray = of.player_values(x, gray, target=y)
     torch.testing.assert_close(with_gray[:, 0], _hand_drop(model, x, y, torch.maximum(u, v) == 0,
                                                            baseline=dct2(gray).numpy()))
 
@@ -81,7 +81,7 @@ def test_keep_mode_random_and_image_baselines(setup):
 def test_custom_group_map(setup):
     model, x, y = setup
     custom = (torch.arange(64).reshape(8, 8) % 3)
-    scores = OccludedFrequency(model, groups=custom).group_scores(x, target=y)
+    scores = OccludedFrequency(model, groups=custom).player_values(x, target=y)
     assert scores.shape == (3, 3)
     torch.testing.assert_close(scores[:, 1], _hand_drop(model, x, y, custom == 1))
 
@@ -112,7 +112,7 @@ def test_class_average_scores_and_plot(setup, tmp_path):
     y = torch.tensor([0, 2, 1, 0, 1, 1])
     of = OccludedFrequency(model)
     means, counts = of.class_average_scores((x, y), num_classes=4, batch_size=4, show_progress=False)
-    scores = of.group_scores(x, target=y)
+    scores = of.player_values(x, target=y)
     assert counts.tolist() == [2, 3, 1, 0]
     torch.testing.assert_close(means[1], scores[y == 1].mean(0))
     assert torch.isnan(means[3]).all()
@@ -148,7 +148,7 @@ def test_model_and_inputs_untouched(setup):
     x = x.clone().requires_grad_(True)
     before_x = x.detach().clone()
     before_state = {k: v.clone() for k, v in model.state_dict().items()}
-    OccludedFrequency(model).attribute(x, "random", target=y, perturbations_per_eval=4)
+    OccludedFrequency(model).attribute(x, "gaussian", target=y, perturbations_per_eval=4)
     assert model.training and x.requires_grad and x.grad is None
     assert torch.equal(x.detach(), before_x)
     assert all(torch.equal(before_state[k], v) for k, v in model.state_dict().items())
