@@ -49,12 +49,14 @@ def equal_means_test(values: Tensor, covariance: Tensor, num_samples: int) -> Tu
 
     Returns:
         ``(p_value, tested)``: tested is False (and p NaN) when the test cannot be computed
-        (non-finite covariance, or K <= rank).
+        (non-finite covariance, K <= M-1, or K <= rank).
     """
     values = values.to(torch.float64)
     covariance = covariance.to(torch.float64)
     m = values.shape[0]
-    if not bool(torch.isfinite(covariance).all()):
+    if not bool(torch.isfinite(covariance).all()) or num_samples <= m - 1:
+        # K <= M-1 samples leave the covariance of the M-1 differences rank-deficient whatever the
+        # data: a direction without variance then says "too few samples", not "certain difference".
         return float("nan"), False
     eye = torch.eye(m, dtype=torch.float64)
     contrasts = eye[1:] - eye[:-1]
