@@ -345,7 +345,7 @@ def test_zero_baseline_spellings_and_deprecated_batch_size(setup):
     for spelling in (None, 0, 0.0):
         torch.testing.assert_close(sbs.player_values(x, spelling, target=y), reference)
     assert not torch.allclose(sbs.player_values(x, "gaussian", target=y), reference)
-    with pytest.raises(TypeError, match="baselines"):
+    with pytest.raises(ValueError, match="baselines"):
         sbs.player_values(x, 0.5, target=y)
     result = sbs.importance((x, y), internal_batch_size=5, show_progress=False)
     with pytest.warns(DeprecationWarning, match="internal_batch_size"):

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -44,12 +43,47 @@ from .._validation import check_choice, check_positive_int
 
 ESTIMATORS = ("antithetic", "permutation", "kernel", "owen")
 
+#: ``kernel`` solves a P x P system and holds its (n_samples, P) design in memory (and as float64 in
+#: the solve): above this many players use a permutation estimator or fewer players.
+KERNEL_MAX_PLAYERS = 1024
+#: Bound on n_samples x P for ``kernel`` (8 x 1024 x 1024: 8 MB of coalitions, 64 MB as float64).
+KERNEL_MAX_DESIGN_ENTRIES = 8 * 1024 * 1024
 
-def make_design(estimator: str, num_players: int, n_samples: int, generator: torch.Generator) -> "Design":
+
+def design_size(estimator: str, num_players: int, n_samples: int) -> int:
+    """Coalitions K per image of a design, computed without building it; refuses designs too big to hold.
+
+    ``2 + n_samples * (P - 1)`` for the permutation estimators, ``2 + n_samples`` for ``kernel`` and
+    ``2 + n_samples * (P + 1)`` for ``owen`` (n_samples rounded up to even except for ``permutation``).
+    Call it before :func:`make_design` so that budget checks happen before any allocation.
+    """
     check_choice(estimator, "estimator", ESTIMATORS)
     check_positive_int(n_samples, "n_samples")
-    if num_players < 1:
+    p = num_players
+    if p < 1:
         raise ValueError("the game needs at least one player")
+    if estimator != "permutation":
+        n_samples += n_samples % 2
+    if estimator == "kernel":
+        if p > KERNEL_MAX_PLAYERS:
+            raise ValueError(
+                f"estimator='kernel' is limited to {KERNEL_MAX_PLAYERS} players (it solves a P x P system over an "
+                f"(n_samples, P) design held in memory), got {p}; use estimator='antithetic' or fewer players "
+                "(e.g. players=16)"
+            )
+        if n_samples * p > KERNEL_MAX_DESIGN_ENTRIES:
+            raise ValueError(
+                f"estimator='kernel' with {p} players and n_samples={n_samples} needs a {n_samples} x {p} design, "
+                f"more than {KERNEL_MAX_DESIGN_ENTRIES:,} entries; lower n_samples or use estimator='antithetic'"
+            )
+        return 2 + n_samples
+    if estimator == "owen":
+        return 2 + n_samples * (p + 1)
+    return 2 + n_samples * (p - 1)
+
+
+def make_design(estimator: str, num_players: int, n_samples: int, generator: torch.Generator) -> "Design":
+    design_size(estimator, num_players, n_samples)
     if estimator == "kernel":
         return KernelDesign(num_players, n_samples, generator)
     if estimator == "owen":
@@ -67,6 +101,10 @@ class Estimate:
 class Design:
     num_players: int
     num_coalitions: int
+
+    def nbytes(self) -> int:
+        """Bytes held by the design's tensors (its set-up memory)."""
+        return sum(t.numel() * t.element_size() for t in vars(self).values() if isinstance(t, torch.Tensor))
 
     def coalitions(self, index: torch.Tensor) -> torch.Tensor:
         """Boolean coalitions (R, P) for coalition indices (R,) in [0, num_coalitions)."""
@@ -207,7 +245,8 @@ class OwenDesign(Design):
         self.n_samples = n_samples
         pairs = n_samples // 2
         # one q per stratum [k/K, (k+1)/K) of [0, 1], jittered inside it
-        q = (torch.arange(pairs, dtype=torch.float64) + torch.rand(pairs, generator=generator, dtype=torch.float64)) / pairs
+        jitter = torch.rand(pairs, generator=generator, dtype=torch.float64)
+        q = (torch.arange(pairs, dtype=torch.float64) + jitter) / pairs
         chosen = torch.rand(pairs, p, generator=generator, dtype=torch.float64) < q[:, None]
         self.base = torch.stack([chosen, ~chosen], dim=1).reshape(n_samples, p)
         self.num_coalitions = 2 + n_samples * (p + 1)

@@ -12,28 +12,36 @@ seed 000 §3.2). Because every coalition is conjugate-closed, every masked image
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple, Union
 
 import torch
-from captum._utils.progress import progress
-from captum.attr._utils.attribution import PerturbationAttribution
+from captum.log import log_usage
 
-from .._validation import check_floating, check_images, check_positive_int
+from .._validation import check_choice, check_floating, check_positive_int
 from ..spectral import (
     Players,
     apply_spectral_mask,
-    baseline_spectrum,
     fftshift2,
     make_players,
     radial_profile,
     render_coalitions,
     rfft2,
 )
-from ._estimators import ESTIMATORS, make_design
-from ._forward import format_forward_args, run_rows, validate_target
+from ._base import DEFAULT_NOISE_STD, DEFAULT_SEED, FrequencyAttribution
+from ._estimators import ESTIMATORS, design_size, make_design
+
+TensorOrTuple = Union[torch.Tensor, Tuple[torch.Tensor]]
 
 DEFAULT_N_SAMPLES = {"antithetic": 10, "permutation": 10, "kernel": None, "owen": 10}
+
+#: Images with at most this many bins default to one player per conjugate pair (32x32: 513 players).
+AUTO_PAIRS_MAX_BINS = 32 * 32
+#: Larger images default to this symmetrized patch grid (136 players).
+AUTO_GRID = 16
+#: Default masked images per forward call (perturbations_per_eval = max(1, ROWS_PER_CALL // N)).
+ROWS_PER_CALL = 64
 
 
 @dataclass
@@ -53,6 +61,7 @@ class FrequencyShapleyResult:
         num_samples: independent samples behind the standard errors (per image).
         players: the partition used.
         estimator: the estimator's name.
+        seed: the seed the call used (the drawn one when ``seed=None`` was passed).
     """
 
     attributions: torch.Tensor
@@ -66,6 +75,7 @@ class FrequencyShapleyResult:
     num_samples: int
     players: Players
     estimator: str
+    seed: Optional[int] = None
 
     def positive_mask(self) -> torch.Tensor:
         """PFC mask (N, H, W), fft2 layout: bins whose player has phi > 0 (seed 000 §3)."""
@@ -76,14 +86,17 @@ class FrequencyShapleyResult:
         return negative_frequency_mask(self.attributions)
 
 
-class FrequencyShapley(PerturbationAttribution):
-    r"""Shapley values of the frequency components of images, with Captum's conventions.
+class FrequencyShapley(FrequencyAttribution):
+    r"""Shapley values of the frequency components of images, with Captum's conventions (Chen2022 §3).
 
     ``FrequencyShapley(forward_func).attribute(inputs, target=...)`` is to frequencies what
     ``captum.attr.ShapleyValueSampling`` is to pixels: the forward function's (target-selected)
     output is the game, the players are groups of DFT bins. Which output is explained is the
     forward function's business, as in Captum: pass the model for logits, or
-    ``lambda z: torch.softmax(model(z), dim=1)`` for the softmax probability that seed 000's code uses.
+    ``lambda z: torch.softmax(model(z), dim=1)`` for the softmax probability that Chen2022's code uses.
+
+    Shared conventions (seed, baselines, ``perturbations_per_eval``, input range, cost limit):
+    see :class:`~freqplug.attributions._base.FrequencyAttribution`.
 
     Args:
         forward_func: callable taking images (B, C, H, W) (plus ``additional_forward_args``) and
@@ -91,102 +104,148 @@ class FrequencyShapley(PerturbationAttribution):
     """
 
     def __init__(self, forward_func: Callable) -> None:
-        if not callable(forward_func):
-            raise TypeError(f"`forward_func` must be callable, got {type(forward_func).__name__}")
         super().__init__(forward_func)
 
+    def players(self, height: int, width: int, spec: Any = None) -> Players:
+        """The partition for (height, width) images: ``spec`` resolved, or the size-dependent default.
+
+        The default (``spec=None``) is ``"pairs"`` (one player per conjugate pair) up to
+        :data:`AUTO_PAIRS_MAX_BINS` bins (32x32: 513 players) and the symmetrized 16 x 16 patch grid
+        of the centered spectrum (136 players, Chen2022's code for 32x32) for larger images, where
+        pairs would cost ``n_samples * H * W / 2`` evaluations per image (about 250,000 at 224x224).
+        """
+        if spec is None:
+            spec = "pairs" if height * width <= AUTO_PAIRS_MAX_BINS else AUTO_GRID
+        return make_players(spec, height, width, require_fixed_dc=True)
+
+    @log_usage()
     def attribute(  # type: ignore[override]
         self,
-        inputs: torch.Tensor,
+        inputs: TensorOrTuple,
         baselines: Any = None,
         target: Any = None,
         additional_forward_args: Any = None,
         n_samples: Optional[int] = None,
-        perturbations_per_eval: int = 64,
+        perturbations_per_eval: Optional[int] = None,
         show_progress: bool = False,
         *,
-        players: Any = "pairs",
+        players: Any = None,
         estimator: str = "antithetic",
-        seed: Optional[int] = None,
-        noise_std: float = 1.0,
+        seed: Optional[int] = DEFAULT_SEED,
+        noise_std: float = DEFAULT_NOISE_STD,
+        max_evaluations: Optional[float] = None,
         return_result: bool = False,
     ):
-        r"""Frequency Shapley values of every image.
+        r"""Frequency Shapley values of every image (Chen2022 eq. 5-9).
 
         Args:
-            inputs: images (N, C, H, W) in [0, 1].
-            baselines: what absent bins become: ``None``/``"zero"``/``0`` (default, seed 000 §3.2),
-                ``"gaussian"`` (complex Gaussian, pixel std ``noise_std``, one fixed draw per image), or
-                images (N or 1, C, H, W) whose spectrum fills them ("replacement", I-ASIDE App. B.2).
-            target: Captum's target: int, (N,) tensor or list of per-example ints, or a tuple for
-                outputs with more than 2 dims (see ``captum.attr.ShapleyValueSampling``).
-            additional_forward_args: passed to ``forward_func`` after the images; tensors whose first
-                dim is N are indexed per example.
+            inputs: images (N, C, H, W) in [0, 1], or Captum's 1-tuple ``(images,)`` (then the
+                attributions come back as a 1-tuple too). Values up to 0.5 outside [0, 1] are
+                accepted so that ``captum.attr.NoiseTunnel`` and ``captum.metrics.sensitivity_max``
+                (which add noise) work; the noisy images are explained as given, not clamped.
+            baselines: what absent bins become: ``None``/``0``/``0.0``/``"zero"`` (default, Chen2022
+                §3.2), ``"gaussian"`` (white noise of pixel std ``noise_std``, one draw per image keyed
+                on (seed, image index)), ``"replacement"`` (another image of ``inputs``), or images
+                (N or 1, C, H, W) whose spectrum fills them (Luo2024 App. B.2).
+            target: Captum's target: int, 0-d or (N,) tensor, list of N ints, or a tuple (list of
+                tuples) for outputs with more than 2 dims. Indices must lie in [0, output width):
+                checked on every forward call.
+            additional_forward_args: passed to ``forward_func`` after the images; tensors must have
+                the batch as first dim and are indexed per example.
             n_samples: the budget: permutations for ``"permutation"``/``"antithetic"`` (Captum's meaning;
                 default 10), coalitions for ``"kernel"`` (default 8 per player) and ``"owen"`` (default 10).
-            perturbations_per_eval: masked images per forward call (rows of several images and
-                permutations are batched together); bounds memory. Note: Captum's argument of this
-                name counts perturbations *per example*; here it counts images per call.
-            show_progress: Captum-style tqdm bar counting forward calls.
-            players: ``"pairs"`` (one player per conjugate pair, default), an int g (symmetrized g x g patch
-                grid of the centered spectrum; 16 is the paper's code for 32x32), ``("bands", M[, metric])``
+            perturbations_per_eval: Captum's meaning: coalitions per example in one forward call, so
+                each call holds at most ``perturbations_per_eval x N`` masked images. Default
+                ``max(1, 64 // N)`` (about 64 images per call). Results do not depend on it.
+                Changed meaning: it used to count masked images per call; passing it explicitly
+                for N > 1 images warns (``FutureWarning``) for one release.
+            show_progress: Captum-style tqdm bar; its total is the number of model evaluations.
+            players: ``None`` (default: ``"pairs"`` up to 32x32 images, the symmetrized 16 x 16 patch
+                grid above; see :meth:`players`), ``"pairs"`` (one player per conjugate pair), an int g
+                (symmetrized g x g patch grid of the centered spectrum), ``("bands", M[, metric])``
                 (radial rings), a :class:`~freqplug.spectral.Players`, or an integer tensor (H, W) in
                 ``torch.fft.fft2`` layout with ids 0..P-1 and -1 for always-present bins (DC must be -1;
                 the map must be conjugate-closed).
-            estimator: ``"antithetic"`` (default), ``"permutation"`` (the paper's), ``"kernel"``, ``"owen"``
+            estimator: ``"antithetic"`` (default), ``"permutation"`` (Chen2022's), ``"kernel"``, ``"owen"``
                 (see ``freqplug.attributions._estimators`` for each design).
-            seed: seeds the sampling; the same seed gives the same result.
+            seed: seeds the sampling and the per-image baselines; default 0 (the same call gives the
+                same result); None draws a fresh seed from the OS (torch's global RNG is never used).
+            noise_std: pixel std of the ``"gaussian"`` baseline (default 1.0).
+            max_evaluations: refuse calls needing more model evaluations (default
+                ``freqplug._validation.DEFAULT_MAX_EVALUATIONS`` = 2,000,000); ``float("inf")`` lifts it.
             return_result: return a :class:`FrequencyShapleyResult` instead of the attribution tensor.
 
         Returns:
             (N, H, W) tensor in ``torch.fft.fft2`` layout and the inputs' dtype, each bin holding its
-            player's Shapley value (Captum's feature-mask convention), or the full result.
+            player's Shapley value (Captum's feature-mask convention), a 1-tuple of it for tuple
+            inputs, or the full result.
 
         Model evaluations: ``N * K`` masked images, ``K = 2 + n_samples * (P - 1)`` for the permutation
-        estimators, ``2 + n_samples`` for ``kernel`` and ``2 + n_samples * (P + 1)`` for ``owen``;
-        forward calls: ``ceil(N * K / perturbations_per_eval)``.
+        estimators, ``2 + n_samples`` for ``kernel`` and ``2 + n_samples * (P + 1)`` for ``owen``
+        (n_samples rounded up to even for antithetic, kernel and owen); forward calls:
+        ``ceil(K / perturbations_per_eval)``. The count is logged (INFO) before the first call.
         """
-        check_images(inputs, "inputs")
-        check_positive_int(perturbations_per_eval, "perturbations_per_eval")
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"`estimator` must be one of {list(ESTIMATORS)}, got {estimator!r}")
+        inputs, is_tuple = self._format_inputs(inputs)
         n, c, h, w = inputs.shape
-        players = make_players(players, h, w, require_fixed_dc=True)
+        check_choice(estimator, "estimator", ESTIMATORS)
+        if perturbations_per_eval is None:
+            perturbations_per_eval = max(1, ROWS_PER_CALL // n)
+        else:
+            check_positive_int(perturbations_per_eval, "perturbations_per_eval")
+            if n > 1:
+                warnings.warn(
+                    "FrequencyShapley: `perturbations_per_eval` now has Captum's meaning (coalitions per example "
+                    f"per forward call): each call holds up to {perturbations_per_eval} x {n} = "
+                    f"{perturbations_per_eval * n} masked images; before, it counted masked images per call. "
+                    f"Results are unchanged; pass perturbations_per_eval={max(1, perturbations_per_eval // n)} "
+                    "for calls of the old size, or leave it out for the default.",
+                    FutureWarning, stacklevel=3)
+        if players is None and h * w > AUTO_PAIRS_MAX_BINS:
+            warnings.warn(
+                f"FrequencyShapley: the default `players` for {h}x{w} images is now the symmetrized {AUTO_GRID}x"
+                f"{AUTO_GRID} patch grid instead of 'pairs' ({(h * w) // 2 + 1} players, about n_samples x that many "
+                "evaluations per image); pass players='pairs' for the old default or players="
+                f"{AUTO_GRID} to keep the new one without this warning.",
+                FutureWarning, stacklevel=3)
+        players = self.players(h, w, players)
         num_players = players.num_players
         if n_samples is None:
             n_samples = DEFAULT_N_SAMPLES[estimator] or 8 * num_players
         check_positive_int(n_samples, "n_samples")
-        target = validate_target(target, n)
-        additional_forward_args = format_forward_args(additional_forward_args)
+        seed = self._resolve_seed(seed)
+        target = self._prepare_target(target, n)
+        additional_forward_args = self._prepare_forward_args(additional_forward_args, n)
 
-        generator = torch.Generator().manual_seed(
-            int(torch.randint(0, 2**62, (1,))) if seed is None else int(seed))
-        design = make_design(estimator, num_players, n_samples, generator)
-        num_coalitions = design.num_coalitions
+        num_coalitions = design_size(estimator, num_players, n_samples)  # refuses oversized designs
         total_rows = n * num_coalitions
-        n_calls = math.ceil(total_rows / perturbations_per_eval)
+        n_calls = math.ceil(num_coalitions / perturbations_per_eval)
+        bar = self._start(total_rows, max_evaluations, show_progress=show_progress,
+                          what=f"FrequencyShapley ({estimator}, {num_players} players, n_samples={n_samples}, "
+                               f"{n} image(s))",
+                          hint="lower n_samples, use fewer players (e.g. players=16 or ('bands', 8)) or fewer images")
+        design = make_design(estimator, num_players, n_samples, torch.Generator().manual_seed(seed))
 
-        with torch.no_grad():
-            images = inputs.detach()
-            spectrum = rfft2(images)
-            fill = _baseline_fill(images, baselines, noise_std, generator)
-            values = torch.empty(n, num_coalitions, dtype=torch.float64, device=images.device)
-            bar = progress(desc=f"{self.get_name()} attribution", total=n_calls) if show_progress else None
-            try:
-                for call in range(n_calls):
-                    rows = torch.arange(call * perturbations_per_eval,
-                                        min((call + 1) * perturbations_per_eval, total_rows), device=images.device)
-                    image_index, coalition_index = rows // num_coalitions, rows % num_coalitions
-                    coalitions = design.coalitions(coalition_index)
-                    batch = render_coalitions(spectrum, players, image_index, coalitions, fill, h, w).to(images.dtype)
-                    out = run_rows(self.forward_func, batch, image_index, target, additional_forward_args, n,
-                                   check_range=call == 0)
-                    values[image_index, coalition_index] = out.to(torch.float64)
-                    if bar is not None:
-                        bar.update()
-            finally:
-                if bar is not None:
-                    bar.close()
+        try:
+            with torch.no_grad():
+                images = inputs.detach()
+                spectrum = rfft2(images)
+                fill_images = self.baseline_images(images, baselines, seed=seed, noise_std=noise_std)
+                fill = None if fill_images is None else rfft2(fill_images)
+                values = torch.empty(n, num_coalitions, dtype=torch.float64, device=images.device)
+                all_images = torch.arange(n, device=images.device)
+                for start in range(0, num_coalitions, perturbations_per_eval):
+                    coalition_ids = torch.arange(start, min(start + perturbations_per_eval, num_coalitions),
+                                                 device=images.device)
+                    coalitions = design.coalitions(coalition_ids)  # (k, P)
+                    k = coalition_ids.numel()
+                    image_index = all_images.repeat(k)  # coalition-major rows: every image per coalition
+                    row_coalitions = coalitions.repeat_interleave(n, dim=0)
+                    batch = render_coalitions(spectrum, players, image_index, row_coalitions, fill, h, w)
+                    out = self._run_rows(batch.to(images.dtype), image_index, target, additional_forward_args, n)
+                    values[:, start:start + k] = out.reshape(k, n).T
+                    bar.update(k * n)
+        finally:
+            bar.close()
 
         estimate = design.estimate(values.cpu())
         phi = estimate.values.to(images.device)
@@ -194,7 +253,7 @@ class FrequencyShapley(PerturbationAttribution):
         gap = phi.sum(dim=1) - (value_full - value_empty)
         attributions = players.expand(phi.to(inputs.dtype))
         if not return_result:
-            return attributions
+            return self._format_output(attributions, is_tuple)
         return FrequencyShapleyResult(
             attributions=attributions,
             values=phi,
@@ -207,17 +266,22 @@ class FrequencyShapley(PerturbationAttribution):
             num_samples=estimate.num_samples,
             players=players,
             estimator=estimator,
+            seed=seed,
         )
 
+    def player_values(self, inputs: TensorOrTuple, baselines: Any = None, target: Any = None,
+                      additional_forward_args: Any = None, **kwargs) -> torch.Tensor:
+        """Shapley value of every player (N, P) in the inputs' dtype: the ``values`` of :meth:`attribute`'s result.
 
-def _baseline_fill(images: torch.Tensor, baselines: Any, noise_std: float,
-                   generator: torch.Generator) -> Optional[torch.Tensor]:
-    if baselines is None or (isinstance(baselines, (int, float)) and not isinstance(baselines, bool)
-                             and baselines == 0):
-        return None
-    if isinstance(baselines, (int, float)):
-        raise ValueError(f"`baselines` scalar must be 0 (absent bins are zero), got {baselines}")
-    return baseline_spectrum(images, baselines, noise_std=noise_std, generator=generator)
+        Takes the same arguments as :meth:`attribute` (``return_result`` excluded); player ``p`` is
+        player ``p`` of ``self.players(H, W, players)``.
+        """
+        if "return_result" in kwargs:
+            raise TypeError("`return_result` is not an argument of player_values()")
+        images, _ = self._format_inputs(inputs)
+        result = self.attribute.__wrapped__(self, images, baselines, target, additional_forward_args,
+                                            return_result=True, **kwargs)
+        return result.values.to(images.dtype)
 
 
 # ---------------------------------------------------------------------------- helpers

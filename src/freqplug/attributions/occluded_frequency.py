@@ -17,40 +17,23 @@ import warnings
 from typing import Any, Callable, Iterable, Optional, Tuple, Union
 
 import torch
-from captum._utils.common import (
-    _expand_additional_forward_args,
-    _expand_target,
-    _format_additional_forward_args,
-    _select_targets,
-)
-from captum._utils.progress import NullProgress, progress
-from captum.attr._utils.attribution import PerturbationAttribution
+from captum.log import log_usage
 from torch import Tensor
 
-from .._batches import data_length, image_generator, iter_labelled_batches
+from .._batches import data_length, iter_labelled_batches
 from .._model import preserved_model_state
-from .._validation import (
-    check_budget,
-    check_callable,
-    check_choice,
-    check_images,
-    check_number,
-    check_positive_int,
-    check_seed,
-)
+from .._validation import check_budget, check_choice, check_images, check_positive_int
 from ..spectral import Players, apply_dct_mask, dct2, dct_band_groups, idct2, players_from_map
-from ._forward import validate_target
+from ._base import DEFAULT_NOISE_STD, DEFAULT_SEED, FrequencyAttribution
+from ._captum import NullProgress, progress
 
 MODES = ("occlude", "keep")
-BASELINES = ("zero", "gaussian", "replacement")
-#: Pixel (= orthonormal DCT) std of the ``"gaussian"`` baseline, as FrequencyShapley and SpectralBandShapley.
-DEFAULT_NOISE_STD = 1.0
 #: The deprecated ``"random"`` baseline keeps its old default std for its last release.
 RANDOM_NOISE_STD = 0.1
 GroupSpec = Union[str, Tensor, Players]
 
 
-class OccludedFrequency(PerturbationAttribution):
+class OccludedFrequency(FrequencyAttribution):
     r"""Occluded Frequency attribution over DCT frequency groups (Wang2020a, Definition 1).
 
     Args:
@@ -63,7 +46,7 @@ class OccludedFrequency(PerturbationAttribution):
     """
 
     def __init__(self, forward_func: Callable, groups: GroupSpec = "ring") -> None:
-        check_callable(forward_func, "forward_func")
+        FrequencyAttribution.__init__(self, forward_func)
         if isinstance(groups, str):
             check_choice(groups, "groups", ("ring", "diagonal"))
         elif isinstance(groups, Tensor):
@@ -82,7 +65,6 @@ class OccludedFrequency(PerturbationAttribution):
         else:
             raise TypeError("`groups` must be 'ring', 'diagonal', an integer tensor (H, W) or a dct-layout Players, "
                             f"got {type(groups).__name__}")
-        PerturbationAttribution.__init__(self, forward_func)
         self.groups = groups
 
     def players(self, height: int, width: int) -> Players:
@@ -97,9 +79,10 @@ class OccludedFrequency(PerturbationAttribution):
         return num_images * (1 + self.players(height, width).num_players)
 
     # ------------------------------------------------------------------ Captum API
+    @log_usage()
     def attribute(  # type: ignore[override]
         self,
-        inputs: Tensor,
+        inputs: Union[Tensor, Tuple[Tensor]],
         baselines: Union[None, int, float, str, Tensor] = "zero",
         target: Any = None,
         additional_forward_args: Any = None,
@@ -108,20 +91,23 @@ class OccludedFrequency(PerturbationAttribution):
         *,
         mode: str = "occlude",
         noise_std: Optional[float] = None,
-        seed: int = 0,
+        seed: Optional[int] = DEFAULT_SEED,
         max_evaluations: Optional[float] = None,
-    ) -> Tensor:
+    ) -> Union[Tensor, Tuple[Tensor]]:
         r"""Occluded Frequency map in DCT layout (N, H, W). Arguments are those of :meth:`player_values`.
 
         Returns:
             (N, H, W) in the inputs' dtype, DCT layout ([0, 0] = DC): every coefficient carries the
-            score of its group (Captum's feature-mask convention; the channels share a group).
+            score of its group (Captum's feature-mask convention; the channels share a group); a
+            1-tuple of it for Captum's tuple inputs ``(images,)``.
         """
-        scores = self.player_values(inputs, baselines, target, additional_forward_args, perturbations_per_eval,
+        images, is_tuple = self._format_inputs(inputs)
+        scores = self.player_values(images, baselines, target, additional_forward_args, perturbations_per_eval,
                                     show_progress, mode=mode, noise_std=noise_std, seed=seed,
                                     max_evaluations=max_evaluations)
-        players = self.players(inputs.shape[-2], inputs.shape[-1])
-        return players.expand(scores.cpu()).to(device=inputs.device, dtype=inputs.dtype)
+        players = self.players(images.shape[-2], images.shape[-1])
+        attribution = players.expand(scores.cpu()).to(device=images.device, dtype=images.dtype)
+        return self._format_output(attribution, is_tuple)
 
     def player_values(
         self,
@@ -134,7 +120,7 @@ class OccludedFrequency(PerturbationAttribution):
         *,
         mode: str = "occlude",
         noise_std: Optional[float] = None,
-        seed: int = 0,
+        seed: Optional[int] = DEFAULT_SEED,
         max_evaluations: Optional[float] = None,
     ) -> Tensor:
         r"""Per-group scores (N, G), group 0 = lowest frequency (Wang2020a eq. 7).
@@ -143,19 +129,22 @@ class OccludedFrequency(PerturbationAttribution):
         per forward call.
 
         Args:
-            inputs: images (N, C, H, W) in [0, 1].
-            baselines: what replaces occluded DCT coefficients: ``"zero"`` (default; ``None``, ``0``
-                and ``0.0`` mean the same), ``"gaussian"`` (i.i.d. N(0, noise_std²) coefficients,
-                i.e. the DCT of white pixel noise of std ``noise_std``; one draw per image from the
-                generator of (``seed``, image index), the same for every group, so it does not
-                depend on batching), ``"replacement"`` (the coefficients of another image of
-                ``inputs``, a seeded derangement) or images (N or 1, C, H, W) whose DCT coefficients
-                are used. ``"random"`` is the deprecated name of ``"gaussian"`` (it warns and keeps
+            inputs: images (N, C, H, W) in [0, 1] (or Captum's 1-tuple of them); values up to 0.5
+                outside [0, 1] are accepted for ``NoiseTunnel`` / ``sensitivity_max`` noise.
+            baselines: what replaces occluded DCT coefficients, the vocabulary of
+                :meth:`~freqplug.attributions._base.FrequencyAttribution.baseline_images`:
+                ``"zero"`` (default; ``None``, ``0`` and ``0.0`` mean the same), ``"gaussian"`` (the
+                DCT of white pixel noise of std ``noise_std``, i.e. i.i.d. N(0, noise_std²)
+                coefficients; one draw per image from the generator of (``seed``, image index), the
+                same for every group, so it does not depend on batching), ``"replacement"`` (the
+                coefficients of another image of ``inputs``) or images (N or 1, C, H, W) whose DCT
+                coefficients are used. ``"random"`` is the deprecated name of ``"gaussian"`` (it warns and keeps
                 its old default ``noise_std=0.1``).
             target: Captum target (int, tensor, list of ints or tuples), each index within the
-                forward output's shape (class indices in [0, num_classes)); the selected output per
-                example must be a scalar.
-            additional_forward_args: extra ``forward_func`` arguments (expanded like Captum).
+                forward output's shape (class indices in [0, num_classes), checked on every forward
+                call; negative indices are refused); the selected output per example must be a scalar.
+            additional_forward_args: extra ``forward_func`` arguments; tensors must have the batch as
+                first dim and are indexed per example.
             perturbations_per_eval: groups per forward call (each call sees that many times N
                 images, Captum's meaning); the result does not depend on it.
             show_progress: progress bar over forward calls.
@@ -164,7 +153,8 @@ class OccludedFrequency(PerturbationAttribution):
             noise_std: std of the ``"gaussian"`` baseline (default 1.0, the pixel std that
                 FrequencyShapley and SpectralBandShapley use; OccludedFrequency's old ``"random"``
                 default was 0.1).
-            seed: seeds the Gaussian / replacement baselines.
+            seed: seeds the Gaussian / replacement baselines (default 0; None draws a fresh seed from
+                the OS, never from torch's global RNG).
             max_evaluations: refuse calls above this many model rows (None: the library default;
                 ``float("inf")`` for no limit).
 
@@ -192,7 +182,7 @@ class OccludedFrequency(PerturbationAttribution):
         batch_size: int = 64,
         perturbations_per_eval: int = 1,
         noise_std: Optional[float] = None,
-        seed: int = 0,
+        seed: int = DEFAULT_SEED,
         show_progress: bool = True,
         max_evaluations: Optional[float] = None,
     ) -> Tuple[Tensor, Tensor]:
@@ -251,138 +241,57 @@ class OccludedFrequency(PerturbationAttribution):
         return means, counts
 
     # ------------------------------------------------------------------ internals
-    def _player_values(self, inputs: Tensor, baselines: Any, target: Any, additional_forward_args: Any,
+    def _player_values(self, inputs: Any, baselines: Any, target: Any, additional_forward_args: Any,
                        perturbations_per_eval: int, show_progress: bool, *, mode: str, noise_std: Optional[float],
-                       seed: int, max_evaluations: Optional[float], first_index: int) -> Tensor:
-        check_images(inputs, "inputs")
+                       seed: Optional[int], max_evaluations: Optional[float], first_index: int) -> Tensor:
+        inputs, _ = self._format_inputs(inputs)
         check_choice(mode, "mode", MODES)
         check_positive_int(perturbations_per_eval, "perturbations_per_eval")
         n, _, h, w = inputs.shape
-        target = validate_target(target, n)
-        if isinstance(target, int) and target < 0:
-            raise ValueError(f"`target` must be a class index >= 0, got {target} (negative indices would silently "
-                             "count from the last class)")
         players = self.players(h, w)
         num_groups = players.num_players
-        check_budget(n * (1 + num_groups), max_evaluations, f"{self.get_name()} on {n} image(s) x {num_groups} groups")
+        seed = self._resolve_seed(seed)
+        target = self._prepare_target(target, n)
+        args = self._prepare_forward_args(additional_forward_args, n)
+        bar = self._start(n * (1 + num_groups), max_evaluations, show_progress=show_progress,
+                          what=f"{self.get_name()} ({num_groups} groups, {n} image(s))")
         masks = players.masks(torch.eye(num_groups, dtype=torch.bool)).to(inputs.device)  # (G, H, W)
-        fill = self._baseline_coefficients(inputs, baselines, noise_std, seed, first_index)
-        args = _format_additional_forward_args(additional_forward_args)
-        calls = 1 + -(-num_groups // perturbations_per_eval)
-        bar = progress(desc=f"{self.get_name()} attribution", total=calls) if show_progress else NullProgress()
         with torch.no_grad(), preserved_model_state(self.forward_func, fork_rng=True):
+            inputs = inputs.detach()
+            fill = self._baseline_coefficients(inputs, baselines, noise_std, seed, first_index)
+            everyone = torch.arange(n, device=inputs.device)
             if mode == "occlude":
-                reference = self._forward(inputs, target, args, n, 1)
+                reference = self._run_rows(inputs, everyone, target, args, n)
             else:  # every group occluded: the image the baseline alone makes
-                reference = self._forward(idct2(fill.expand(inputs.shape)), target, args, n, 1)
-            bar.update()
+                reference = self._run_rows(idct2(fill.expand(inputs.shape)), everyone, target, args, n)
+            bar.update(n)
             scores = torch.empty(n, num_groups, dtype=torch.float64, device=reference.device)
             for start in range(0, num_groups, perturbations_per_eval):
                 chosen = masks[start:start + perturbations_per_eval][:, None, None]  # (g, 1, 1, H, W)
                 g = chosen.shape[0]
                 images = apply_dct_mask(inputs, chosen, fill, keep=mode == "keep").reshape(g * n, *inputs.shape[1:])
-                out = self._forward(images, target, args, n, g).reshape(g, n)
+                out = self._run_rows(images, everyone.repeat(g), target, args, n).reshape(g, n)
                 scores[:, start:start + g] = ((reference - out) if mode == "occlude" else (out - reference)).T
-                bar.update()
+                bar.update(g * n)
         bar.close()
         return scores.to(device=inputs.device, dtype=inputs.dtype)
-
-    def _forward(self, images: Tensor, target: Any, args: Optional[Tuple], n: int, repeats: int) -> Tensor:
-        """Selected outputs of ``repeats`` stacked copies of an N-image batch -> float64 (repeats * N,)."""
-        rows_target = _expand_target(target, repeats) if repeats > 1 else target
-        rows_args = _expand_additional_forward_args(args, repeats) if (args is not None and repeats > 1) else args
-        out = self.forward_func(images, *rows_args) if rows_args else self.forward_func(images)
-        if not isinstance(out, Tensor):
-            raise TypeError(f"`forward_func` must return a tensor, got {type(out).__name__}")
-        if out.dim() == 0 or out.shape[0] != repeats * n:
-            raise ValueError(f"`forward_func` must return one output row per image ({repeats * n}), "
-                             f"got shape {tuple(out.shape)}")
-        if not bool(torch.isfinite(out.detach()).all()):
-            raise ValueError(f"`forward_func` returned {int((~torch.isfinite(out.detach())).sum())} NaN or infinite "
-                             "output value(s); scores computed from them would be meaningless")
-        _check_target_range(target, out.shape)
-        if rows_target is not None:
-            out = _select_targets(out, rows_target)
-        if out.dim() == 2 and out.shape[1] == 1:
-            out = out[:, 0]
-        if out.dim() != 1 or out.shape[0] != repeats * n:
-            raise ValueError(
-                f"`forward_func` output selected by `target` must be one scalar per example ({repeats * n},), got "
-                f"shape {tuple(out.shape)}; pass `target` (a class index) for a classifier")
-        return out.detach().to(torch.float64)
 
     def _baseline_coefficients(self, inputs: Tensor, baselines: Any, noise_std: Optional[float], seed: int,
                                first_index: int) -> Tensor:
         """DCT coefficients that replace occluded ones, broadcastable to (N, C, H, W)."""
-        check_seed(seed, allow_none=False)
-        if baselines is None or (isinstance(baselines, (int, float)) and not isinstance(baselines, bool)
-                                 and baselines == 0):
-            baselines = "zero"
-        if isinstance(baselines, Tensor):
-            check_images(baselines, "baselines", check_range=False)
-            n, c, h, w = inputs.shape
-            if tuple(baselines.shape[1:]) != (c, h, w) or baselines.shape[0] not in (1, n):
-                raise ValueError(f"`baselines` images must have shape ({n} or 1, {c}, {h}, {w}), "
-                                 f"got {tuple(baselines.shape)}")
-            return dct2(baselines.to(device=inputs.device, dtype=inputs.dtype))
-        if not isinstance(baselines, str):
-            raise TypeError("`baselines` must be 'zero' (or None/0/0.0), 'gaussian', 'replacement' or a tensor of "
-                            f"images, got {type(baselines).__name__} {baselines!r}")
-        if baselines == "random":
+        if isinstance(baselines, str) and baselines == "random":
             warnings.warn("OccludedFrequency baselines='random' is deprecated: use baselines='gaussian' (the same "
                           f"draw; note its default noise_std is {DEFAULT_NOISE_STD}, 'random' used "
-                          f"{RANDOM_NOISE_STD})", DeprecationWarning, stacklevel=4)
+                          f"{RANDOM_NOISE_STD})", DeprecationWarning, stacklevel=5)
             baselines = "gaussian"
             noise_std = RANDOM_NOISE_STD if noise_std is None else noise_std
-        check_choice(baselines, "baselines", BASELINES)
-        if baselines == "zero":
-            return inputs.new_zeros(1, *inputs.shape[1:])
-        n = inputs.shape[0]
-        if baselines == "replacement":
-            if n < 2:
-                raise ValueError("`baselines`='replacement' needs at least 2 images (each image's occluded "
-                                 f"coefficients come from another image), got {n}")
-            order = torch.randperm(n, generator=image_generator(seed, first_index))
-            partner = torch.empty(n, dtype=torch.long)
-            partner[order] = order.roll(-1)  # one cycle through a random order: nobody is its own partner
-            return dct2(inputs[partner.to(inputs.device)])
         noise_std = DEFAULT_NOISE_STD if noise_std is None else noise_std
-        check_number(noise_std, "noise_std", minimum=0.0)
-        # One generator per image, keyed by its index in the data: the draw does not depend on batching.
-        noise = torch.stack([torch.randn(inputs.shape[1:], generator=image_generator(seed, first_index + i),
-                                         dtype=torch.float64) for i in range(n)]) * noise_std
-        return noise.to(device=inputs.device, dtype=inputs.dtype)
-
-
-def _check_target_range(target: Any, output_shape: torch.Size) -> None:
-    """Refuse target indices outside the forward output (negative ones included: they would wrap around)."""
-    if target is None:
-        return
-    if len(output_shape) < 2:
-        raise ValueError(f"`target` selects an output column but `forward_func` returns shape {tuple(output_shape)} "
-                         "(one value per example); pass target=None")
-    width = int(output_shape[1])
-    if isinstance(target, int):
-        indices = [target]
-    elif isinstance(target, Tensor):
-        indices = [int(target.min()), int(target.max())] if target.numel() else []
-    elif isinstance(target, tuple):
-        indices = []
-        for axis, index in enumerate(target):
-            size = int(output_shape[1 + axis]) if 1 + axis < len(output_shape) else 0
-            if not 0 <= index < size:
-                raise ValueError(f"`target` index {index} on output axis {1 + axis} must be in [0, {size})")
-        return
-    else:  # list of ints or tuples
-        flat = [t for t in target if not isinstance(t, tuple)]
-        for t in target:
-            if isinstance(t, tuple):
-                _check_target_range(t, output_shape)
-        indices = [int(t) for t in flat]
-    for index in indices:
-        if not 0 <= index < width:
-            raise ValueError(f"`target` must hold class indices in [0, {width}) (the forward output has {width} "
-                             f"columns), got {index}")
+        n = inputs.shape[0]
+        fill_images = self.baseline_images(inputs, baselines, seed=seed, noise_std=noise_std,
+                                           dataset_index=torch.arange(first_index, first_index + n))
+        if fill_images is None:
+            return inputs.new_zeros(1, *inputs.shape[1:])
+        return dct2(fill_images)
 
 
 def plot_group_scores(scores: Union[Tensor, Iterable[float]], *, ax=None, title: str = "Occluded Frequency",

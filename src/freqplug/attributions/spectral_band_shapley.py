@@ -28,23 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Tuple, Union
 
 import torch
-from captum._utils.common import _format_additional_forward_args
-from captum._utils.progress import NullProgress, progress
-from captum.attr._utils.attribution import PerturbationAttribution
+from captum.log import log_usage
 from torch import Tensor
 
 from .. import _distributed
-from .._batches import data_length, image_generator, iter_labelled_batches
-from .._model import check_logits, preserved_model_state
-from .._validation import (
-    check_budget,
-    check_callable,
-    check_choice,
-    check_images,
-    check_number,
-    check_positive_int,
-    check_seed,
-)
+from .._batches import data_length, iter_labelled_batches
+from .._model import preserved_model_state
+from .._validation import check_budget, check_choice, check_number, check_positive_int, check_seed
 from ..spectral import (
     Players,
     baseline_spectrum,
@@ -53,8 +43,17 @@ from ..spectral import (
     spectral_importance_distribution,
     spectral_robustness_score,
 )
+from ._base import DEFAULT_NOISE_STD, DEFAULT_SEED, FrequencyAttribution, _describe
+from ._captum import (
+    NullProgress,
+    TargetType,
+    check_target_range,
+    progress,
+    rows_forward_args,
+    rows_target,
+    select_targets,
+)
 from ._estimators import DeduplicatedPermutationDesign, exact_design_values, exact_shapley_weights
-from ._forward import rows_forward_args
 from ._stats import equal_means_test
 
 #: Largest M evaluated exactly (2^12 = 4096 coalitions per image); larger M are sampled.
@@ -118,18 +117,19 @@ class BandImportance:
 
 
 # ---------------------------------------------------------------------------- the method
-class SpectralBandShapley(PerturbationAttribution):
+class SpectralBandShapley(FrequencyAttribution):
     r"""I-ASIDE: Shapley values of M radial spectral bands (Luo2024, eq. 3-8 and 11).
 
     Args:
         forward_func: the model (or any callable) mapping images (R, C, H, W) in [0, 1] to
-            outputs (R, num_classes); its train/eval flags, parameters and the global RNG are left as
-            they were (call it in the mode you want).
+            outputs (R, num_classes) (or (R, ..., num_classes) with tuple targets); its train/eval
+            flags, parameters and the global RNG are left as they were (call it in the mode you want).
         num_bands: M, number of players (default 8, the paper's choice).
         metric: ``"linf"`` (the paper's square rings) or ``"l2"`` (circular rings).
         include_dc: DC in band 0 (default, see the module docstring); False keeps DC always present.
         output: ``"log_softmax"`` (default, eq. 8: log Q(y | ·)) or ``"identity"`` (use the forward
-            output as it is, e.g. a model that already returns log-probabilities or logits). With
+            output as it is, e.g. a model that already returns log-probabilities or logits). The
+            log-softmax is taken over the last output dim, before ``target`` selects a value. With
             ``"log_softmax"`` the forward output must have at least 2 columns: the log-softmax of a
             single column is 0 for every image, so every value would be 0; such a forward raises
             (use ``output="identity"`` for a scalar score).
@@ -137,13 +137,12 @@ class SpectralBandShapley(PerturbationAttribution):
 
     def __init__(self, forward_func: Callable, num_bands: int = 8, *, metric: str = "linf",
                  include_dc: bool = True, output: str = "log_softmax") -> None:
-        check_callable(forward_func, "forward_func")
+        FrequencyAttribution.__init__(self, forward_func)
         check_positive_int(num_bands, "num_bands", minimum=2)
         check_choice(metric, "metric", ("linf", "l2"))
         check_choice(output, "output", OUTPUTS)
         if not isinstance(include_dc, bool):
             raise TypeError(f"`include_dc` must be a bool, got {type(include_dc).__name__}")
-        PerturbationAttribution.__init__(self, forward_func)
         self.num_bands = num_bands
         self.metric = metric
         self.include_dc = include_dc
@@ -154,7 +153,8 @@ class SpectralBandShapley(PerturbationAttribution):
         """The band partition for (height, width) images (fft layout)."""
         return radial_band_players(height, width, self.num_bands, metric=self.metric, include_dc=self.include_dc)
 
-    def num_evaluations(self, num_images: int, *, method: str = "auto", n_samples: int = 64, seed: int = 0) -> int:
+    def num_evaluations(self, num_images: int, *, method: str = "auto", n_samples: int = 64,
+                        seed: int = DEFAULT_SEED) -> int:
         """Model rows (one image each) that :meth:`attribute` / :meth:`importance` spend on ``num_images``
         images: ``2^M`` per image in exact mode, the distinct prefix coalitions of the sampled
         permutations (at most ``n_samples · (M - 1) + 2``) in sampled mode."""
@@ -162,9 +162,10 @@ class SpectralBandShapley(PerturbationAttribution):
         coalitions, _ = self._design(self._resolve_method(method), n_samples, seed)
         return num_images * int(coalitions.shape[0])
 
+    @log_usage()
     def attribute(  # type: ignore[override]
         self,
-        inputs: Tensor,
+        inputs: Union[Tensor, Tuple[Tensor]],
         baselines: Union[None, int, float, str, Tensor] = "zero",
         target: Any = None,
         additional_forward_args: Any = None,
@@ -173,10 +174,10 @@ class SpectralBandShapley(PerturbationAttribution):
         *,
         method: str = "auto",
         n_samples: int = 64,
-        noise_std: float = 1.0,
-        seed: int = 0,
+        noise_std: float = DEFAULT_NOISE_STD,
+        seed: Optional[int] = DEFAULT_SEED,
         max_evaluations: Optional[float] = None,
-    ) -> Tensor:
+    ) -> Union[Tensor, Tuple[Tensor]]:
         r"""Per-image band Shapley values painted on the spectrum, Captum style: (N, H, W).
 
         Every frequency bin carries the value of its band (Captum's feature-mask convention, as
@@ -185,13 +186,16 @@ class SpectralBandShapley(PerturbationAttribution):
 
         Returns:
             (N, H, W) in the inputs' dtype and device, fft2 layout ([0, 0] = DC): bin (u, v) holds
-            ψ_n of the band it belongs to (with ``include_dc=False`` the DC bin holds 0).
+            ψ_n of the band it belongs to (with ``include_dc=False`` the DC bin holds 0); a 1-tuple of
+            it for Captum's tuple inputs ``(images,)``.
         """
-        values = self.player_values(inputs, baselines, target, additional_forward_args, perturbations_per_eval,
+        images, is_tuple = self._format_inputs(inputs)
+        values = self.player_values(images, baselines, target, additional_forward_args, perturbations_per_eval,
                                     show_progress, method=method, n_samples=n_samples, noise_std=noise_std,
                                     seed=seed, max_evaluations=max_evaluations)
-        players = self.players(inputs.shape[-2], inputs.shape[-1])
-        return players.expand(values.cpu()).to(device=inputs.device, dtype=inputs.dtype)
+        players = self.players(images.shape[-2], images.shape[-1])
+        attribution = players.expand(values.cpu()).to(device=images.device, dtype=images.dtype)
+        return self._format_output(attribution, is_tuple)
 
     def player_values(
         self,
@@ -204,8 +208,8 @@ class SpectralBandShapley(PerturbationAttribution):
         *,
         method: str = "auto",
         n_samples: int = 64,
-        noise_std: float = 1.0,
-        seed: int = 0,
+        noise_std: float = DEFAULT_NOISE_STD,
+        seed: Optional[int] = DEFAULT_SEED,
         max_evaluations: Optional[float] = None,
     ) -> Tensor:
         r"""Per-image band Shapley values (N, M) (Luo2024 eq. 3 with the per-image game of eq. 8).
@@ -216,18 +220,22 @@ class SpectralBandShapley(PerturbationAttribution):
         :meth:`num_evaluations` (N) model rows, ``perturbations_per_eval · N`` per forward call.
 
         Args:
-            inputs: images (N, C, H, W) in [0, 1].
-            baselines: what fills absent bands (App. B.2): ``"zero"`` (default, b = 0; ``None``,
-                ``0`` and ``0.0`` mean the same), ``"gaussian"`` (a conjugate-symmetric complex
-                Gaussian spectrum: real white noise of pixel std ``noise_std``, one draw per image
-                kept for all coalitions, drawn from the generator of (``seed``, image index), so it
-                does not depend on batching; ``noise_std=1`` is the paper's standard complex
-                Gaussian in orthonormal units), ``"replacement"`` (the spectrum of another image of
-                ``inputs``, a seeded derangement) or a tensor of images (N or 1, C, H, W) whose
-                spectra fill the absences.
-            target: Captum target: int, 0-d tensor, tensor (N,) or list of N ints (class per image),
-                each in [0, num_classes). Required unless the forward output has a single column
-                (which needs ``output="identity"``).
+            inputs: images (N, C, H, W) in [0, 1] (or Captum's 1-tuple of them); values up to 0.5
+                outside [0, 1] are accepted for ``NoiseTunnel`` / ``sensitivity_max`` noise (see
+                :mod:`freqplug.attributions._base`).
+            baselines: what fills absent bands (App. B.2), the vocabulary of
+                :meth:`~freqplug.attributions._base.FrequencyAttribution.baseline_images`:
+                ``"zero"`` (default, b = 0; ``None``, ``0`` and ``0.0`` mean the same), ``"gaussian"``
+                (a conjugate-symmetric complex Gaussian spectrum: real white noise of pixel std
+                ``noise_std``, one draw per image kept for all coalitions, from the generator of
+                (``seed``, image index), so it does not depend on batching; ``noise_std=1`` is the
+                paper's standard complex Gaussian in orthonormal units), ``"replacement"`` (the
+                spectrum of another image of ``inputs``) or a tensor of images (N or 1, C, H, W)
+                whose spectra fill the absences.
+            target: Captum target: int, 0-d tensor, tensor (N,), list of N ints, or tuples for
+                outputs with more dims; indices in [0, output width), checked on every forward.
+                Required unless the forward output has a single column (which needs
+                ``output="identity"``).
             additional_forward_args: extra arguments of ``forward_func``; tensors whose first
                 dimension is N are indexed per coalition row, other non-tensor arguments are passed
                 as they are, and a tensor whose first dimension is not N raises.
@@ -238,7 +246,8 @@ class SpectralBandShapley(PerturbationAttribution):
                 permutations) or ``"auto"`` (exact when M <= 12).
             n_samples: permutations in sampled mode (rounded up to an even number).
             noise_std: pixel std of the ``"gaussian"`` baseline.
-            seed: seeds the Gaussian / replacement baselines and the permutations.
+            seed: seeds the Gaussian / replacement baselines and the permutations (default 0; None
+                draws a fresh seed from the OS, never from torch's global RNG).
             max_evaluations: refuse calls above this many model rows (None: the library default,
                 :data:`freqplug._validation.DEFAULT_MAX_EVALUATIONS`; ``float("inf")`` for no limit).
 
@@ -246,20 +255,22 @@ class SpectralBandShapley(PerturbationAttribution):
             Band values (N, M) in the inputs' dtype and device, band 0 = lowest frequencies. Rows
             sum to ``v_n(all) - v_n(∅)`` (efficiency).
         """
-        x = self._check_inputs(inputs)
+        x, _ = self._format_inputs(inputs)
+        self.players(x.shape[-2], x.shape[-1])  # raises when M is too large for the image size
         n = x.shape[0]
         check_positive_int(perturbations_per_eval, "perturbations_per_eval")
-        targets = _target_tensor(target, n, x.device)
-        args = _format_additional_forward_args(additional_forward_args)
+        seed = self._resolve_seed(seed)
+        target = self._prepare_target(target, n)
+        args = self._prepare_forward_args(additional_forward_args, n)
         method = self._resolve_method(method)
         coalitions, estimator = self._design(method, n_samples, seed)
-        check_budget(n * coalitions.shape[0], max_evaluations, f"{self.get_name()} on {n} image(s)",
-                     "lower num_bands or use method='sampled' with fewer n_samples")
-        fill = self._baseline_fill(x, baselines, noise_std, seed, torch.arange(n))
-        bar = progress(desc=f"{self.get_name()} attribution", total=n * coalitions.shape[0]) if show_progress \
-            else NullProgress()
+        bar = self._start(n * coalitions.shape[0], max_evaluations, show_progress=show_progress,
+                          what=f"{self.get_name()} ({method}, M={self.num_bands}, {n} image(s))",
+                          hint="lower num_bands or use method='sampled' with fewer n_samples")
         with torch.no_grad(), preserved_model_state(self.forward_func, fork_rng=True):
-            values = self._coalition_values(x, targets, args, coalitions, fill, perturbations_per_eval * n, bar)
+            x = x.detach()
+            fill = self._baseline_fill(x, baselines, noise_std, seed, torch.arange(n))
+            values = self._coalition_values(x, target, args, coalitions, fill, perturbations_per_eval * n, bar)
         bar.close()
         return estimator(values)[0].to(device=x.device, dtype=x.dtype)
 
@@ -272,8 +283,8 @@ class SpectralBandShapley(PerturbationAttribution):
         internal_batch_size: Optional[int] = None,
         method: str = "auto",
         n_samples: int = 64,
-        noise_std: float = 1.0,
-        seed: int = 0,
+        noise_std: float = DEFAULT_NOISE_STD,
+        seed: Optional[int] = DEFAULT_SEED,
         beta: float = 0.75,
         alpha: float = 0.05,
         show_progress: bool = True,
@@ -325,6 +336,7 @@ class SpectralBandShapley(PerturbationAttribution):
             raise ValueError("`baselines` images for importance() must have batch size 1 (one baseline for the "
                              f"whole set), got shape {tuple(baselines.shape)}; use 'replacement' for partners")
         method = self._resolve_method(method)
+        seed = check_seed(seed, allow_none=False)  # every rank must use the same seed: no fresh one here
         coalitions, estimator = self._design(method, n_samples, seed)
         rank, world = _distributed.rank(), _distributed.world_size()
         m = self.num_bands
@@ -344,19 +356,20 @@ class SpectralBandShapley(PerturbationAttribution):
         count = torch.zeros((), dtype=torch.float64)
         seen = 0
         with torch.no_grad(), preserved_model_state(self.forward_func, fork_rng=True):
-            for block, (x, labels, offset) in enumerate(iter_labelled_batches(data, name="data",
-                                                                             require_labels=False)):
-                x = self._check_inputs(x, "data")
+            for x, labels, offset in iter_labelled_batches(data, name="data", require_labels=False):
+                x, _ = self._format_inputs(x, "data")
+                self.players(x.shape[-2], x.shape[-1])
+                x = x.detach()
                 k = x.shape[0]
                 global_index = torch.arange(offset, offset + k)
                 targets = self._block_targets(target, labels, global_index, total_images, x.device)
                 mine = (global_index % world) == rank
                 if bool(mine.any()):
                     local = mine.nonzero().squeeze(1)
-                    fill = self._baseline_fill(x, baselines, noise_std, seed, global_index, block=block)
+                    fill = self._baseline_fill(x, baselines, noise_std, seed, global_index)
                     if fill is not None and fill.shape[0] == k:
                         fill = fill[local.to(fill.device)]
-                    values = self._coalition_values(x[local.to(x.device)], targets[local.to(targets.device)], None,
+                    values = self._coalition_values(x[local.to(x.device)], _subset_target(targets, local), None,
                                                     coalitions, fill, internal_batch_size, bar)
                     psi, pairs, totals = estimator(values)
                     psi_sum += psi.sum(0)
@@ -377,11 +390,6 @@ class SpectralBandShapley(PerturbationAttribution):
                                baselines, beta, alpha)
 
     # ------------------------------------------------------------------ internals
-    def _check_inputs(self, x: Any, name: str = "inputs") -> Tensor:
-        check_images(x, name)
-        self.players(x.shape[-2], x.shape[-1])  # raises when M is too large for the image size
-        return x
-
     def _resolve_method(self, method: str) -> str:
         check_choice(method, "method", METHODS)
         if method == "auto":
@@ -397,7 +405,6 @@ class SpectralBandShapley(PerturbationAttribution):
         """Coalitions to evaluate (U, M) and the estimator mapping values (N, U) to
         (per-image ψ (N, M), per-pair estimates (N, pairs, M) or None, v(all) - v(∅) (N,))."""
         m = self.num_bands
-        check_seed(seed, allow_none=False)
         if method == "exact":
             weights = exact_shapley_weights(m)
 
@@ -406,39 +413,17 @@ class SpectralBandShapley(PerturbationAttribution):
 
             return exact_design_values(m), exact
         check_positive_int(n_samples, "n_samples", minimum=2)
+        check_seed(seed, allow_none=False)
         design = DeduplicatedPermutationDesign(m, _num_pairs(n_samples), torch.Generator().manual_seed(seed))
         return design.coalitions, design.estimate
 
     def _baseline_fill(self, x: Tensor, baselines: Any, noise_std: float, seed: int,
-                       global_index: Tensor, block: int = 0) -> Optional[Tensor]:
+                       dataset_index: Tensor) -> Optional[Tensor]:
         """One-sided absence spectra: None (zero) or (N or 1, C, H, W//2+1), fixed for all coalitions."""
-        check_seed(seed, allow_none=False)
-        if _is_zero_baseline(baselines):
-            return None
-        if isinstance(baselines, Tensor):
-            return baseline_spectrum(x, baselines)
-        if not isinstance(baselines, str):
-            raise TypeError(f"`baselines` must be 'zero' (or None/0/0.0), 'gaussian', 'replacement' or a tensor of "
-                            f"images, got {type(baselines).__name__} {baselines!r}")
-        check_choice(baselines, "baselines", BASELINES)
-        if baselines == "gaussian":
-            check_number(noise_std, "noise_std", minimum=0.0)
-            # One generator per image, keyed by its index in the data: the draw does not depend on
-            # batching, chunking or on which rank handles the image.
-            spectra = [baseline_spectrum(x[i:i + 1], "gaussian", noise_std=noise_std,
-                                         generator=image_generator(seed, g))
-                       for i, g in enumerate(global_index.tolist())]
-            return torch.cat(spectra)
-        n = x.shape[0]
-        if n < 2:
-            raise ValueError("`baselines`='replacement' needs at least 2 images (each image's absences are filled "
-                             f"by another image's spectrum), got {n}")
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + block))
-        partner = torch.empty(n, dtype=torch.long)
-        partner[order] = order.roll(-1)  # one cycle through a random order: nobody is its own partner
-        return baseline_spectrum(x, x[partner.to(x.device)])
+        fill_images = self.baseline_images(x, baselines, seed=seed, noise_std=noise_std, dataset_index=dataset_index)
+        return None if fill_images is None else baseline_spectrum(x, fill_images)
 
-    def _coalition_values(self, x: Tensor, targets: Optional[Tensor], args: Optional[Tuple], coalitions: Tensor,
+    def _coalition_values(self, x: Tensor, target: TargetType, args: Optional[Tuple], coalitions: Tensor,
                           fill: Optional[Tensor], rows_per_call: int, bar) -> Tensor:
         """g(x_n ⋈ S) for every image and coalition: float64 (N, U) (one model row each)."""
         n = x.shape[0]
@@ -446,48 +431,67 @@ class SpectralBandShapley(PerturbationAttribution):
         values = torch.empty(n, coalitions.shape[0], dtype=torch.float64)
         for image_index, coalition_index, images in iter_coalition_images(
                 x, players, coalitions, chunk_size=rows_per_call, baseline_fill=fill):
-            call_args = rows_forward_args(args, image_index, n) or ()
-            output = self.forward_func(images, *call_args)
-            values[image_index.cpu(), coalition_index.cpu()] = self._select(output, targets, image_index).cpu()
+            values[image_index.cpu(), coalition_index.cpu()] = self._rows(images, image_index, target, args, n).cpu()
             bar.update(int(image_index.numel()))
         return values
 
-    def _select(self, output: Any, targets: Optional[Tensor], image_index: Tensor) -> Tensor:
-        if isinstance(output, Tensor) and output.dim() == 1:
+    def _rows(self, images: Tensor, image_index: Tensor, target: TargetType, args: Optional[Tuple],
+              n: int) -> Tensor:
+        """g of every row: the forward output, its log-softmax over the last dim (``output="log_softmax"``),
+        then each row's target -> float64 (R,). Non-finite outputs and targets past the output width raise."""
+        call_args = rows_forward_args(args, image_index, n) or ()
+        output = self.forward_func(images, *call_args)
+        if not isinstance(output, Tensor):
+            raise TypeError(f"`forward_func` must return a tensor, got {type(output).__name__}")
+        output = output.detach()
+        if output.dim() == 0 or output.shape[0] != images.shape[0]:
+            raise ValueError(f"`forward_func` must return one output per image: got shape {tuple(output.shape)} for "
+                             f"{images.shape[0]} images")
+        if not output.dtype.is_floating_point:
+            raise TypeError(f"`forward_func` must return floating-point outputs, got dtype {output.dtype}")
+        if not bool(torch.isfinite(output).all()):
+            raise ValueError(f"`forward_func` ({_describe(self.forward_func)}) returned "
+                             f"{int((~torch.isfinite(output)).sum())} non-finite value(s) (NaN or inf) on masked "
+                             "images; band values of a non-finite output are meaningless")
+        output = output.to(torch.float64)
+        if output.dim() == 1:
             output = output[:, None]
-        check_logits(output, self.forward_func, batch_size=image_index.numel(), name="forward_func")
-        output = output.detach().to(torch.float64)
         if self.output == "log_softmax":
-            if output.shape[1] == 1:
+            if output.shape[-1] == 1:
                 raise ValueError("`forward_func` returns a single column: its log-softmax is 0 for every image, so "
                                  "every band value would be 0; return (batch, num_classes) logits, or use "
                                  "output='identity' to take the single output as the score")
             output = torch.log_softmax(output, dim=-1)
-        if targets is None:
-            if output.shape[1] != 1:
-                raise ValueError(f"`target` is required: the forward output has {output.shape[1]} classes")
-            return output[:, 0]
-        row_targets = targets[image_index.to(targets.device)].to(output.device)
-        if int(row_targets.max()) >= output.shape[1]:
-            raise ValueError(f"`target` must hold class indices in [0, {output.shape[1]}) (the forward output's "
-                             f"width), got {int(row_targets.max())}")
-        return output.gather(1, row_targets[:, None])[:, 0]
+        if target is None:
+            if output[0].numel() != 1:
+                raise ValueError(f"the forward output has shape {tuple(output.shape)}: pass `target` (the class of "
+                                 "each image) to select one value per image")
+            return output.reshape(-1)
+        check_target_range(output, target, "target")
+        selected = select_targets(output, rows_target(target, image_index))
+        if selected.numel() != images.shape[0]:
+            raise ValueError(f"the forward output must give one value per image after `target` selection; got shape "
+                             f"{tuple(selected.shape)} from output {tuple(output.shape)} (pass `target`)")
+        return selected.reshape(-1)
 
     def _block_targets(self, target: Any, labels: Optional[Tensor], global_index: Tensor,
-                       total_images: Optional[int], device) -> Tensor:
+                       total_images: Optional[int], device) -> TargetType:
+        """The target of one block of the data: its labels, or the matching slice of ``target``."""
         k = global_index.numel()
         if target is None:
             if labels is None:
                 raise ValueError("`target` is required when `data` has no labels (pass (x, y) or target=...)")
-            return labels.to(torch.long)
+            return labels.to(device=device, dtype=torch.long)
+        if isinstance(target, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in target):
+            target = torch.tensor(target, dtype=torch.long)
         if isinstance(target, Tensor) and target.dim() == 1 and target.numel() > 1:
             if total_images is not None and target.numel() != total_images:
                 raise ValueError(f"`target` tensor must have one class per image ({total_images}), "
                                  f"got {target.numel()}")
             if int(global_index[-1]) >= target.numel():
                 raise ValueError(f"`target` tensor has {target.numel()} entries but `data` has more images")
-            return _target_tensor(target[global_index.to(target.device)], k, device)
-        return _target_tensor(target, k, device)
+            target = target[global_index.to(target.device)]
+        return self._prepare_target(target, k)
 
     def _summarize(self, psi_sum: Tensor, outer_sum: Tensor, total_sum: Tensor, count: int,
                    pair_sum: Optional[Tensor], rows_per_image: int, method: str, baselines, beta: float,
@@ -536,7 +540,7 @@ class SpectralBandShapley(PerturbationAttribution):
             values=psi, sid=sid, srs=srs, stderr=stderr, stderr_images=stderr_images,
             stderr_sampling=stderr_sampling, total_value=float(total_sum / count), num_images=count,
             num_bands=self.num_bands, rows_evaluated=count * rows_per_image, method=method,
-            baseline="zero" if _is_zero_baseline(baselines) else baselines if isinstance(baselines, str) else "images", distinguishable=distinguishable,
+            baseline=_baseline_name(baselines), distinguishable=distinguishable,
             message=message, p_value=p_value, spread=spread, spread_stderr=spread_se, covariance=cov_total)
 
 
@@ -545,38 +549,20 @@ def _num_pairs(n_samples: int) -> int:
     return (n_samples + 1) // 2
 
 
-def _is_zero_baseline(baselines: Any) -> bool:
-    """None, "zero", 0 and 0.0 all mean the zero baseline (Captum's spellings)."""
-    if baselines is None or (isinstance(baselines, str) and baselines == "zero"):
-        return True
-    return isinstance(baselines, (int, float)) and not isinstance(baselines, bool) and baselines == 0
+def _baseline_name(baselines: Any) -> str:
+    """The baseline as recorded in :class:`BandImportance`: a string, or "images" for a tensor."""
+    if isinstance(baselines, tuple) and len(baselines) == 1:
+        baselines = baselines[0]
+    if baselines is None or (isinstance(baselines, (int, float)) and not isinstance(baselines, bool)
+                             and baselines == 0):
+        return "zero"
+    return baselines if isinstance(baselines, str) else "images"
 
 
-def _target_tensor(target: Any, n: int, device) -> Optional[Tensor]:
-    """Captum classification targets -> long tensor (N,) or None."""
-    if target is None:
-        return None
-    if isinstance(target, bool):
-        raise TypeError("`target` must be an int, a tensor or a list of ints, got bool")
-    if isinstance(target, int):
-        if target < 0:
-            raise ValueError(f"`target` must be a class index >= 0, got {target}")
-        return torch.full((n,), target, dtype=torch.long, device=device)
+def _subset_target(target: TargetType, local: Tensor) -> TargetType:
+    """The target of the images ``local`` of a block (per-image targets are indexed, shared ones kept)."""
+    if isinstance(target, Tensor) and target.dim() == 1:
+        return target[local.to(target.device)]
     if isinstance(target, list):
-        if any(isinstance(t, tuple) for t in target):
-            raise ValueError("`target` tuples (multi-dimensional outputs) are not supported: the output must be "
-                             "(batch, num_classes)")
-        target = torch.tensor(target, dtype=torch.long)
-    if not isinstance(target, Tensor):
-        raise TypeError(f"`target` must be an int, a tensor or a list of ints, got {type(target).__name__}")
-    if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
-        raise TypeError(f"`target` must hold integer class indices, got dtype {target.dtype}")
-    if target.dim() == 0 or target.numel() == 1:
-        return _target_tensor(int(target.reshape(())), n, device)
-    if target.dim() != 1 or target.numel() != n:
-        raise ValueError(f"`target` must be an int or have one class per image ({n}), got shape {tuple(target.shape)}")
-    if int(target.min()) < 0:
-        raise ValueError(f"`target` must hold class indices >= 0, got {int(target.min())}")
-    return target.to(device=device, dtype=torch.long)
-
-
+        return [target[int(i)] for i in local.tolist()]
+    return target
