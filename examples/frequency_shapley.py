@@ -37,7 +37,7 @@ def main():
     x, y = x[: args.images], y[: args.images]
     probability = lambda z: torch.softmax(model(z), dim=1)  # the paper's game output
     result = FrequencyShapley(probability).attribute(
-        x, target=y, players=16, n_samples=args.n_samples, perturbations_per_eval=128, seed=0,
+        x, target=y, players=16, n_samples=args.n_samples, seed=0,
         show_progress=True, return_result=True)
     print(f"{result.n_evaluations} model evaluations, {result.players.num_players} players per image, "
           f"max |efficiency gap| {result.efficiency_gap.abs().max():.2e}, "

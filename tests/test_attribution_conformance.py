@@ -1,7 +1,11 @@
 """Captum conformance of every frequency attribution class (kornia BaseTester style).
 
 A new attribution class passes this module by being added to ``ATTRIBUTION_CLASSES`` with
-constructor and ``attribute()`` arguments that keep a call small. The checks follow Captum's own
+constructor and ``attribute()`` arguments that keep a call small. What the suite expects of a class
+(all provided by :class:`freqplug.attributions.FrequencyAttribution`): ``attribute(inputs, baselines,
+target, additional_forward_args, ..., perturbations_per_eval=, seed=, max_evaluations=)`` decorated
+with ``captum.log.log_usage()`` and returning an (N, ..., H, W) map in the inputs' dtype;
+``player_values(...)`` (N, P); ``players(H, W)``; ``baseline_images(...)``. The checks follow Captum's own
 generic test logic: target forms, ``perturbations_per_eval`` invariance, ``additional_forward_args``
 forms, baseline forms, ``NoiseTunnel``, ``sensitivity_max`` with tuple inputs, gradient modes,
 the caller's model / inputs / RNG untouched, and clear errors for bad arguments.
@@ -121,7 +125,10 @@ def test_additional_forward_args_forms(case, model):
     plain = run(case, model, x, target=0)
     scale = torch.tensor([[1.0], [3.0], [-2.0]], dtype=torch.float64)
 
+    calls = []
+
     def scaled(z, s, offset=0.0):
+        calls.append(z.shape[0])
         return model(z) * s + offset
 
     expected = plain * scale[:, :, None]  # the map is linear in the output; an offset cancels in differences
@@ -129,8 +136,10 @@ def test_additional_forward_args_forms(case, model):
     assert torch.allclose(run(case, scaled, x, target=0, additional_forward_args=(scale, 5.0)), expected, atol=1e-10)
     assert torch.allclose(run(case, scaled, x, target=0, additional_forward_args=(torch.tensor(2.0),)),
                           2 * plain, atol=1e-10)
+    calls.clear()
     with pytest.raises(ValueError, match=r"additional_forward_args.*first dimension 2.*batch size 3"):
         run(case, scaled, x, target=0, additional_forward_args=(scale[:2],))
+    assert not calls  # refused before any model call
 
 
 # ---------------------------------------------------------------------------- baselines
@@ -176,10 +185,15 @@ def test_baseline_images_are_keyed_on_dataset_index(case, model):
         straight = explainer.baseline_images(x, baseline, seed=3)
         shuffled = explainer.baseline_images(x[order], baseline, seed=3, dataset_index=order)
         assert torch.equal(shuffled, straight[order]), baseline
-    partners = explainer.baseline_images(x, "replacement", seed=3)
-    for i in range(4):  # each image's partner is another image of the call
-        matches = [j for j in range(4) if torch.equal(partners[i], x[j])]
-        assert matches and i not in matches
+    chosen = torch.zeros(4, 4, dtype=torch.long)  # chosen[i, j]: how often image j filled image i
+    for seed in range(12):
+        partners = explainer.baseline_images(x, "replacement", seed=seed)
+        for i in range(4):
+            matches = [j for j in range(4) if torch.equal(partners[i], x[j])]
+            assert len(matches) == 1
+            chosen[i, matches[0]] += 1
+    assert chosen.diagonal().sum() == 0  # never the image itself
+    assert (chosen + torch.eye(4, dtype=torch.long) > 0).all()  # every other image is drawn for some seed
     noise = explainer.baseline_images(x, "gaussian", seed=3, noise_std=2.0)
     assert noise.shape == x.shape and 1.7 < float(noise.std()) < 2.3
     assert not torch.equal(noise[0], noise[1])

@@ -180,7 +180,8 @@ def test_perturbations_per_eval_invariance_and_forward_call_count():
     reference = None
     for ppe in (1, 7, 64, 1000):
         calls.clear()
-        with pytest.warns(FutureWarning, match="Captum's meaning"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # the changed meaning; tested below
             result = fs.attribute(x, target=0, players=("bands", 3), n_samples=4, perturbations_per_eval=ppe,
                                   seed=3, return_result=True)
         k = 2 + 4 * (3 - 1)  # documented: K = 2 + n_samples (P - 1) per image
@@ -390,9 +391,10 @@ def test_perturbations_per_eval_warns_only_where_its_meaning_changed():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         default = fs.attribute(images(n=2), **kwargs)  # default: no warning
-        fs.attribute(images(n=1), perturbations_per_eval=3, **kwargs)  # N = 1: both meanings agree
-    with pytest.warns(FutureWarning, match=r"3 x 2 = 6 masked images"):
-        explicit = fs.attribute(images(n=2), perturbations_per_eval=3, **kwargs)
+        fs.attribute(images(n=1), perturbations_per_eval=100, **kwargs)  # N = 1: both meanings agree
+        fs.attribute(images(n=2), perturbations_per_eval=32, **kwargs)  # calls of 64 images: no bigger than before
+    with pytest.warns(FutureWarning, match=r"33 x 2 = 66 masked images"):
+        explicit = fs.attribute(images(n=2), perturbations_per_eval=33, **kwargs)
     assert torch.allclose(explicit, default, atol=1e-12)
 
 

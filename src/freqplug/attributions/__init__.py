@@ -1,5 +1,6 @@
 """Attribution methods over frequencies, with Captum's conventions."""
 
+from ._base import FrequencyAttribution
 from .frequency_shapley import (
     FrequencyShapley,
     FrequencyShapleyResult,
@@ -14,6 +15,7 @@ from .spectral_band_shapley import BandImportance, SpectralBandShapley
 
 __all__ = [
     "BandImportance",
+    "FrequencyAttribution",
     "OccludedFrequency",
     "SpectralBandShapley",
     "plot_group_scores",

@@ -145,8 +145,14 @@ class FrequencyAttribution(PerturbationAttribution):
     @staticmethod
     def _prepare_forward_args(additional_forward_args: Any, batch_size: int) -> Optional[Tuple]:
         args = format_forward_args(additional_forward_args)
-        # index once with the identity so a wrong batch dimension is refused before any model call
-        rows_forward_args(args, torch.arange(batch_size), batch_size)
+        # refuse a wrong batch dimension before any model call (the same message as the row runner)
+        for position, arg in enumerate(args or ()):
+            if isinstance(arg, torch.Tensor) and arg.dim() > 0 and arg.shape[0] != batch_size:
+                raise ValueError(
+                    f"tensor {position} of `additional_forward_args` has first dimension {arg.shape[0]}, expected "
+                    f"the batch size {batch_size} (tensor arguments are per-example, as in Captum; wrap other "
+                    "tensors in the forward function)"
+                )
         return args
 
     def baseline_images(self, inputs: torch.Tensor, baselines: Any, *, seed: int,
@@ -231,6 +237,42 @@ class FrequencyAttribution(PerturbationAttribution):
         return NullProgress()
 
     # ------------------------------------------------------------------ the row runner
+    def _coalition_values(self, render: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], num_coalitions: int,
+                          batch_size: int, perturbations_per_eval: int, target: TargetType,
+                          additional_forward_args: Optional[Tuple], bar, device=None) -> torch.Tensor:
+        """The target-selected output of every image on every coalition, Captum's chunking.
+
+        Each forward call holds ``k <= perturbations_per_eval`` coalitions of all N images, coalition-major
+        (rows ``c * N + i``), so the first call already covers every image (targets and finiteness are
+        checked for all examples before most of the budget is spent).
+
+        Args:
+            render: ``render(coalition_ids (k,), image_index (k*N,))`` -> perturbed images (k*N, C, H, W),
+                row r showing image ``image_index[r]`` under coalition ``coalition_ids[r // N]``.
+            num_coalitions: K, coalitions per image.
+            batch_size: N.
+            perturbations_per_eval: coalitions per call (Captum's meaning).
+            target, additional_forward_args: from :meth:`_prepare_target` / :meth:`_prepare_forward_args`.
+            bar: progress bar from :meth:`_start`; advanced by the evaluations of each call.
+            device: where ``coalition_ids``/``image_index`` live.
+
+        Returns:
+            (N, K) float64 values.
+        """
+        n = batch_size
+        values = torch.empty(n, num_coalitions, dtype=torch.float64, device=device)
+        all_images = torch.arange(n, device=device)
+        for start in range(0, num_coalitions, perturbations_per_eval):
+            coalition_ids = torch.arange(start, min(start + perturbations_per_eval, num_coalitions), device=device)
+            k = coalition_ids.numel()
+            image_index = all_images.repeat(k)
+            with torch.no_grad():  # perturbation methods need no graph; the caller's grad mode is restored after
+                images = render(coalition_ids, image_index)
+                out = self._run_rows(images, image_index, target, additional_forward_args, n)
+            values[:, start:start + k] = out.to(values.device).reshape(k, n).T
+            bar.update(k * n)
+        return values
+
     def _run_rows(self, images: torch.Tensor, image_index: torch.Tensor, target: TargetType,
                   additional_forward_args: Optional[Tuple], batch_size: int) -> torch.Tensor:
         """Forward rows of several images at once and select each row's target.

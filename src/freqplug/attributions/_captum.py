@@ -124,14 +124,14 @@ def check_target_range(output: torch.Tensor, target: TargetType, name: str = "ta
             dims = per_example[:len(index)]
         if len(dims) < len(index):
             raise ValueError(
-                f"`{name}` {index!r} indexes {len(index)} output dim(s) but the forward output has shape "
-                f"{tuple(output.shape)} ({len(per_example)} dim(s) per example)"
+                f"`{name}` {index!r} indexes {len(index)} output dim(s) but the forward function's output per "
+                f"example has shape {per_example} ({len(per_example)} dim(s))"
             )
         for value, size in zip(index, dims, strict=True):
             if not 0 <= value < size:
                 raise ValueError(
-                    f"`{name}` must hold indices in [0, {size}) for this forward output of shape "
-                    f"{tuple(output.shape)}, got {value}"
+                    f"`{name}` must hold indices in [0, {size}) for this forward function (its output per "
+                    f"example has shape {per_example}), got {value}"
                 )
 
 

@@ -157,8 +157,9 @@ class FrequencyShapley(FrequencyAttribution):
             perturbations_per_eval: Captum's meaning: coalitions per example in one forward call, so
                 each call holds at most ``perturbations_per_eval x N`` masked images. Default
                 ``max(1, 64 // N)`` (about 64 images per call). Results do not depend on it.
-                Changed meaning: it used to count masked images per call; passing it explicitly
-                for N > 1 images warns (``FutureWarning``) for one release.
+                Changed meaning: it used to count masked images per call. Where that matters -- an
+                explicit value with N > 1 images whose calls would exceed 64 images -- a ``FutureWarning``
+                says so, for one release.
             show_progress: Captum-style tqdm bar; its total is the number of model evaluations.
             players: ``None`` (default: ``"pairs"`` up to 32x32 images, the symmetrized 16 x 16 patch
                 grid above; see :meth:`players`), ``"pairs"`` (one player per conjugate pair), an int g
@@ -192,7 +193,7 @@ class FrequencyShapley(FrequencyAttribution):
             perturbations_per_eval = max(1, ROWS_PER_CALL // n)
         else:
             check_positive_int(perturbations_per_eval, "perturbations_per_eval")
-            if n > 1:
+            if n > 1 and perturbations_per_eval * n > ROWS_PER_CALL:  # larger calls than the old meaning gave
                 warnings.warn(
                     "FrequencyShapley: `perturbations_per_eval` now has Captum's meaning (coalitions per example "
                     f"per forward call): each call holds up to {perturbations_per_eval} x {n} = "
@@ -231,19 +232,14 @@ class FrequencyShapley(FrequencyAttribution):
                 spectrum = rfft2(images)
                 fill_images = self.baseline_images(images, baselines, seed=seed, noise_std=noise_std)
                 fill = None if fill_images is None else rfft2(fill_images)
-                values = torch.empty(n, num_coalitions, dtype=torch.float64, device=images.device)
-                all_images = torch.arange(n, device=images.device)
-                for start in range(0, num_coalitions, perturbations_per_eval):
-                    coalition_ids = torch.arange(start, min(start + perturbations_per_eval, num_coalitions),
-                                                 device=images.device)
-                    coalitions = design.coalitions(coalition_ids)  # (k, P)
-                    k = coalition_ids.numel()
-                    image_index = all_images.repeat(k)  # coalition-major rows: every image per coalition
-                    row_coalitions = coalitions.repeat_interleave(n, dim=0)
-                    batch = render_coalitions(spectrum, players, image_index, row_coalitions, fill, h, w)
-                    out = self._run_rows(batch.to(images.dtype), image_index, target, additional_forward_args, n)
-                    values[:, start:start + k] = out.reshape(k, n).T
-                    bar.update(k * n)
+
+                def render(coalition_ids: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
+                    row_coalitions = design.coalitions(coalition_ids).repeat_interleave(n, dim=0)  # (k*N, P)
+                    masked = render_coalitions(spectrum, players, image_index, row_coalitions, fill, h, w)
+                    return masked.to(images.dtype)
+
+                values = self._coalition_values(render, num_coalitions, n, perturbations_per_eval, target,
+                                                additional_forward_args, bar, device=images.device)
         finally:
             bar.close()
 
