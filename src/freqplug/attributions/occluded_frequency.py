@@ -265,14 +265,15 @@ class OccludedFrequency(FrequencyAttribution):
             else:  # every group occluded: the image the baseline alone makes
                 reference = self._run_rows(idct2(fill.expand(inputs.shape)), everyone, target, args, n)
             bar.update(n)
-            scores = torch.empty(n, num_groups, dtype=torch.float64, device=reference.device)
-            for start in range(0, num_groups, perturbations_per_eval):
-                chosen = masks[start:start + perturbations_per_eval][:, None, None]  # (g, 1, 1, H, W)
-                g = chosen.shape[0]
-                images = apply_dct_mask(inputs, chosen, fill, keep=mode == "keep").reshape(g * n, *inputs.shape[1:])
-                out = self._run_rows(images, everyone.repeat(g), target, args, n).reshape(g, n)
-                scores[:, start:start + g] = ((reference - out) if mode == "occlude" else (out - reference)).T
-                bar.update(g * n)
+
+            def render(group_ids: Tensor, image_index: Tensor) -> Tensor:
+                chosen = masks[group_ids][:, None, None]  # (g, 1, 1, H, W): one group per coalition
+                return apply_dct_mask(inputs, chosen, fill, keep=mode == "keep").reshape(-1, *inputs.shape[1:])
+
+            values = self._coalition_values(render, num_groups, n, perturbations_per_eval, target, args, bar,
+                                            device=inputs.device)  # (N, G)
+            reference = reference.to(values.device)[:, None]
+            scores = (reference - values) if mode == "occlude" else (values - reference)
         bar.close()
         return scores.to(device=inputs.device, dtype=inputs.dtype)
 

@@ -270,7 +270,7 @@ class SpectralBandShapley(FrequencyAttribution):
         with torch.no_grad(), preserved_model_state(self.forward_func, fork_rng=True):
             x = x.detach()
             fill = self._baseline_fill(x, baselines, noise_std, seed, torch.arange(n))
-            values = self._coalition_values(x, target, args, coalitions, fill, perturbations_per_eval * n, bar)
+            values = self._band_game_values(x, target, args, coalitions, fill, perturbations_per_eval * n, bar)
         bar.close()
         return estimator(values)[0].to(device=x.device, dtype=x.dtype)
 
@@ -369,7 +369,7 @@ class SpectralBandShapley(FrequencyAttribution):
                     fill = self._baseline_fill(x, baselines, noise_std, seed, global_index)
                     if fill is not None and fill.shape[0] == k:
                         fill = fill[local.to(fill.device)]
-                    values = self._coalition_values(x[local.to(x.device)], _subset_target(targets, local), None,
+                    values = self._band_game_values(x[local.to(x.device)], _subset_target(targets, local), None,
                                                     coalitions, fill, internal_batch_size, bar)
                     psi, pairs, totals = estimator(values)
                     psi_sum += psi.sum(0)
@@ -423,7 +423,7 @@ class SpectralBandShapley(FrequencyAttribution):
         fill_images = self.baseline_images(x, baselines, seed=seed, noise_std=noise_std, dataset_index=dataset_index)
         return None if fill_images is None else baseline_spectrum(x, fill_images)
 
-    def _coalition_values(self, x: Tensor, target: TargetType, args: Optional[Tuple], coalitions: Tensor,
+    def _band_game_values(self, x: Tensor, target: TargetType, args: Optional[Tuple], coalitions: Tensor,
                           fill: Optional[Tensor], rows_per_call: int, bar) -> Tensor:
         """g(x_n ⋈ S) for every image and coalition: float64 (N, U) (one model row each)."""
         n = x.shape[0]
