@@ -237,8 +237,8 @@ class SpectralBandShapley(FrequencyAttribution):
                 Required unless the forward output has a single column (which needs
                 ``output="identity"``).
             additional_forward_args: extra arguments of ``forward_func``; tensors whose first
-                dimension is N are indexed per coalition row, other non-tensor arguments are passed
-                as they are, and a tensor whose first dimension is not N raises.
+                dimension is N are indexed per coalition row, non-tensors and 0-d tensors are passed
+                as they are, and a tensor whose first dimension is not N raises before any model call.
             perturbations_per_eval: coalitions per forward call; each call sees
                 ``perturbations_per_eval * N`` images (Captum's meaning). Results do not depend on it.
             show_progress: a progress bar over the model rows.
@@ -309,7 +309,9 @@ class SpectralBandShapley(FrequencyAttribution):
                 for a DataLoader) or images (1, C, H, W). See :meth:`player_values`.
             internal_batch_size: model rows (coalition images) per forward call (default 256),
                 Captum's name for row chunking. Results do not depend on it.
-            method, n_samples, noise_std, seed: see :meth:`player_values`.
+            method, n_samples, noise_std: see :meth:`player_values`.
+            seed: an int (default 0) seeding the baselines and permutations; None is refused here,
+                since every rank of a distributed run must draw the same ones.
             beta: SRS weight base (eq. 11).
             alpha: significance level of the equal-ψ test behind ``distinguishable`` (see
                 :class:`BandImportance`).
