@@ -65,7 +65,7 @@ def main():
         best_bare = max(best_bare, bare_rate(model, probe, best))
         counting.rows = 0
         start = time.perf_counter()
-        result = method.importance((x, y), batch_size=best, show_progress=False)
+        result = method.importance((x, y), internal_batch_size=best, show_progress=False)
         best_method = max(best_method, counting.rows / (time.perf_counter() - start))
         assert counting.rows == result.rows_evaluated
     print(f"M={args.bands}, K={x.shape[0]} images, batch size {best}")

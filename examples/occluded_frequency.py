@@ -4,12 +4,14 @@ Fig. 4: per-ring logit drops for one correctly classified image, with the images
 rings and top-scoring rings are occluded. Fig. 1 ("attribution shift"): scores of the true
 class averaged per class over the 20 embedded samples, for the pretrained model and a random copy.
 
-    python examples/occluded_frequency.py [out_dir] [--groups ring|diagonal] [--baseline zero|random]
+    python examples/occluded_frequency.py [out_dir] [--groups ring|diagonal] [--baseline zero|gaussian|replacement]
 """
 
 import argparse
 import os
 
+import matplotlib
+import numpy
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -17,14 +19,14 @@ from matplotlib.figure import Figure
 from freqplug.attributions.occluded_frequency import OccludedFrequency, plot_group_scores
 from freqplug.data import sample_images
 from freqplug.models import cifar10_resnet18, resnet18_cifar
-from freqplug.spectral import dct2, idct2
+from freqplug.spectral import apply_dct_mask
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", nargs="?", default="./freqplug-examples/")
     parser.add_argument("--groups", default="ring", choices=["ring", "diagonal"])
-    parser.add_argument("--baseline", default="zero", choices=["zero", "random"])
+    parser.add_argument("--baseline", default="zero", choices=["zero", "gaussian", "replacement"])
     parser.add_argument("--image", type=int, default=0)
     args = parser.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
@@ -35,7 +37,7 @@ def main() -> None:
 
     # Fig. 4: one image.
     image, label = x[args.image:args.image + 1], y[args.image:args.image + 1]
-    scores = of.group_scores(image, args.baseline, target=label, perturbations_per_eval=16, show_progress=True)[0]
+    scores = of.player_values(image, args.baseline, target=label, perturbations_per_eval=16, show_progress=True)[0]
     print(f"image {args.image} (class {int(label)}): logit drop per {args.groups} group, low -> high")
     print("  " + " ".join(f"{s:.2f}" for s in scores.tolist()))
     top = scores.argsort(descending=True)[:3].tolist()
@@ -45,12 +47,11 @@ def main() -> None:
     plot_group_scores(scores, ax=figure.add_subplot(2, 1, 1),
                       title=f"Occluded Frequency ({args.groups}, {args.baseline} baseline), class {int(label)}")
     players = of.players(32, 32)
-    coefficients = dct2(image)
     shown = [("clean", None)] + [(f"group {k} off", k) for k in (0, 1, 2)] + \
         [(f"top{i + 1}: {k} off", k) for i, k in enumerate(top)]
     for i, (title, group) in enumerate(shown):
         ax = figure.add_subplot(2, len(shown), len(shown) + i + 1)
-        picture = image if group is None else idct2(torch.where(players.player_map == group, 0.0, coefficients))
+        picture = image if group is None else apply_dct_mask(image, players.player_map == group, keep=False)
         ax.imshow(picture[0].permute(1, 2, 0).clamp(0, 1).numpy())
         ax.set_title(title, fontsize=8)
         ax.axis("off")
@@ -59,8 +60,9 @@ def main() -> None:
     figure.savefig(path_bars, dpi=100)
 
     # Fig. 1: attribution shift, class averages over the samples, pretrained vs random copy.
-    torch.manual_seed(0)
-    copies = {"pretrained": model, "random init": resnet18_cifar().eval()}
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        copies = {"pretrained": model, "random init": resnet18_cifar().eval()}
     figure = Figure(figsize=(10, 3.5))
     FigureCanvasAgg(figure)
     for i, (name, net) in enumerate(copies.items()):
@@ -70,9 +72,11 @@ def main() -> None:
         print(f"{name}: per-class mean scores (classes with images: {(counts > 0).sum().item()}); "
               f"share of the 4 lowest rings in sum |score|: {share_low.mean():.2f}")
         ax = figure.add_subplot(1, 2, i + 1)
-        shown_means = torch.nan_to_num(means, nan=0.0)
-        limit = float(shown_means.abs().max())
-        picture = ax.imshow(shown_means.numpy(), aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit)
+        # classes without images are NaN: drawn gray, not as a zero score
+        limit = float(means[counts > 0].abs().max())
+        colormap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="lightgray")
+        picture = ax.imshow(numpy.ma.masked_invalid(means.numpy()), aspect="auto", cmap=colormap, vmin=-limit,
+                            vmax=limit)
         ax.set_xlabel(f"{args.groups} group (low → high)")
         ax.set_ylabel("class")
         ax.set_title(f"{name}: mean logit drop per class", fontsize=9)

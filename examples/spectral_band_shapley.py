@@ -32,13 +32,14 @@ def main() -> None:
     x, y = sample_images("cifar10")
     models = {"pretrained": cifar10_resnet18()}
     for seed in args.seeds:
-        torch.manual_seed(seed)  # Kaiming init of a fresh copy, as in the paper's control
-        models[f"random (seed {seed})"] = resnet18_cifar().eval()
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)  # Kaiming init of a fresh copy, as in the paper's control
+            models[f"random init {seed}"] = resnet18_cifar().eval()
 
     results = {}
     for name, model in models.items():
         result = SpectralBandShapley(model, args.bands).importance((x, y), baselines=args.baseline,
-                                                                   batch_size=args.batch_size)
+                                                                   internal_batch_size=args.batch_size)
         results[name] = result
         print(f"== {name}\n{result}\n")
 

@@ -21,13 +21,17 @@ import torch
 from captum.attr import NoiseTunnel
 from captum.metrics import sensitivity_max
 
-from freqplug import FrequencyShapley
+from freqplug import FrequencyShapley, OccludedFrequency, SpectralBandShapley
 from helpers import CountingModel, NaNModel, assert_model_unchanged, snapshot_model, tiny_cnn
 from helpers.attributions import AttributionCase
 
 ATTRIBUTION_CLASSES = [
     AttributionCase(FrequencyShapley, call=dict(players=("bands", 3), n_samples=2),
                     players=lambda explainer, h, w: explainer.players(h, w, ("bands", 3))),
+    AttributionCase(OccludedFrequency, init=dict(groups="diagonal")),
+    # output="identity": the suite checks linearity in the forward output (additional_forward_args),
+    # which the default log-softmax game does not have; the log-softmax path is tested in its own module.
+    AttributionCase(SpectralBandShapley, init=dict(num_bands=3, output="identity")),
 ]
 
 N, C, H, W, K = 3, 3, 8, 8, 4  # tiny_cnn has K = 4 outputs

@@ -1,56 +1,61 @@
-"""OccludedFrequency: occlusion of groups of DCT frequencies (seed 001, Definition 1).
+"""OccludedFrequency: occlusion of groups of DCT frequencies (Wang2020a, Definition 1).
 
-The score of a frequency group G for class c is the logit drop (eq. 7 of seed 001)::
+The score of a frequency group G for class c is the logit drop (Wang2020a eq. 7)::
 
     OF_G(x)_c = f(x)_c - f(IDCT(occlude_G(DCT(x))))_c,
 
-with the orthonormal 2-D DCT of every channel (:func:`freqplug.spectral.dct2`). Groups of "the
-same frequency" come from :func:`freqplug.spectral.dct_band_groups`: l_inf rings
-``max(u, v) = k`` (the authors' code, default), diagonals ``u + v = k``, or any integer map.
-Every group is scored, the highest ring included (the authors' loop stops one short).
+with the orthonormal 2-D DCT of every channel; the masking is
+:func:`freqplug.spectral.apply_dct_mask`. Groups of "the same frequency" come from
+:func:`freqplug.spectral.dct_band_groups`: l_inf rings ``max(u, v) = k`` (the authors' code,
+default), diagonals ``u + v = k``, or any integer map. Every group is scored, the highest ring
+included (the authors' loop stops one short).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Iterable, Optional, Tuple, Union
 
 import torch
-from captum.attr._utils.attribution import PerturbationAttribution
+from captum.log import log_usage
 from torch import Tensor
 
-from .._validation import check_choice, check_images, check_labels, check_number, check_positive_int
-from ..spectral import Players, dct2, dct_band_groups, idct2, players_from_map
-from ._captum import (
-    NullProgress,
-    _expand_additional_forward_args,
-    _expand_target,
-    _format_additional_forward_args,
-    _run_forward,
-    progress,
-)
+from .._batches import data_length, iter_labelled_batches
+from .._model import preserved_model_state
+from .._validation import check_budget, check_choice, check_images, check_positive_int
+from ..spectral import Players, apply_dct_mask, dct2, dct_band_groups, idct2, players_from_map
+from ._base import DEFAULT_NOISE_STD, DEFAULT_SEED, FrequencyAttribution
+from ._captum import NullProgress, progress
 
 MODES = ("occlude", "keep")
-BASELINES = ("zero", "random")
+#: The deprecated ``"random"`` baseline keeps its old default std for its last release.
+RANDOM_NOISE_STD = 0.1
 GroupSpec = Union[str, Tensor, Players]
 
 
-class OccludedFrequency(PerturbationAttribution):
-    r"""Occluded Frequency attribution over DCT frequency groups (seed 001, Definition 1).
+class OccludedFrequency(FrequencyAttribution):
+    r"""Occluded Frequency attribution over DCT frequency groups (Wang2020a, Definition 1).
 
     Args:
         forward_func: the model or any callable returning (batch, ...) outputs (logits for the
-            paper's score); never modified.
+            paper's score); its train/eval flags, parameters and the global RNG are left as they were.
         groups: ``"ring"`` (default, max(u, v) = k), ``"diagonal"`` (u + v = k), an integer map
-            (H, W) of group ids 0..G-1 over DCT coefficients, or a ``Players`` with layout ``"dct"``.
-            Groups are numbered from the lowest frequency.
+            (H, W) of group ids 0..G-1 over DCT coefficients (every coefficient in a group: -1 is
+            refused, since every coefficient is occluded by its group), or a ``Players`` with layout
+            ``"dct"``. Groups are numbered from the lowest frequency.
     """
 
     def __init__(self, forward_func: Callable, groups: GroupSpec = "ring") -> None:
-        if not callable(forward_func):
-            raise TypeError(f"`forward_func` must be callable, got {type(forward_func).__name__}")
+        FrequencyAttribution.__init__(self, forward_func)
         if isinstance(groups, str):
             check_choice(groups, "groups", ("ring", "diagonal"))
         elif isinstance(groups, Tensor):
+            if not (groups.dtype.is_floating_point or groups.dtype.is_complex or groups.dtype == torch.bool) \
+                    and groups.numel() and bool((groups == -1).any()):
+                raise ValueError(
+                    f"`groups` map holds -1 at {int((groups == -1).sum())} DCT coefficient(s): OccludedFrequency "
+                    "occludes every coefficient with its group, so every entry must be a group id 0..G-1 "
+                    "(-1, 'always present', means something only for Shapley players)")
             groups = players_from_map(groups, layout="dct")
         elif isinstance(groups, Players):
             if groups.layout != "dct":
@@ -60,7 +65,6 @@ class OccludedFrequency(PerturbationAttribution):
         else:
             raise TypeError("`groups` must be 'ring', 'diagonal', an integer tensor (H, W) or a dct-layout Players, "
                             f"got {type(groups).__name__}")
-        PerturbationAttribution.__init__(self, forward_func)
         self.groups = groups
 
     def players(self, height: int, width: int) -> Players:
@@ -70,92 +74,102 @@ class OccludedFrequency(PerturbationAttribution):
         self.groups.check_shape(height, width)
         return self.groups
 
+    def num_evaluations(self, num_images: int, height: int, width: int) -> int:
+        """Model rows one call spends on ``num_images`` images of (height, width): ``N · (1 + G)``."""
+        return num_images * (1 + self.players(height, width).num_players)
+
     # ------------------------------------------------------------------ Captum API
+    @log_usage()
     def attribute(  # type: ignore[override]
         self,
-        inputs: Tensor,
-        baselines: Union[str, Tensor] = "zero",
+        inputs: Union[Tensor, Tuple[Tensor]],
+        baselines: Union[None, int, float, str, Tensor] = "zero",
         target: Any = None,
         additional_forward_args: Any = None,
         perturbations_per_eval: int = 1,
         show_progress: bool = False,
         *,
         mode: str = "occlude",
-        noise_std: float = 0.1,
-        seed: int = 0,
+        noise_std: Optional[float] = None,
+        seed: Optional[int] = DEFAULT_SEED,
+        max_evaluations: Optional[float] = None,
+    ) -> Union[Tensor, Tuple[Tensor]]:
+        r"""Occluded Frequency map in DCT layout (N, H, W). Arguments are those of :meth:`player_values`.
+
+        Returns:
+            (N, H, W) in the inputs' dtype, DCT layout ([0, 0] = DC): every coefficient carries the
+            score of its group (Captum's feature-mask convention; the channels share a group); a
+            1-tuple of it for Captum's tuple inputs ``(images,)``.
+        """
+        images, is_tuple = self._format_inputs(inputs)
+        scores = self.player_values(images, baselines, target, additional_forward_args, perturbations_per_eval,
+                                    show_progress, mode=mode, noise_std=noise_std, seed=seed,
+                                    max_evaluations=max_evaluations)
+        players = self.players(images.shape[-2], images.shape[-1])
+        attribution = players.expand(scores.cpu()).to(device=images.device, dtype=images.dtype)
+        return self._format_output(attribution, is_tuple)
+
+    def player_values(
+        self,
+        inputs: Tensor,
+        baselines: Union[None, int, float, str, Tensor] = "zero",
+        target: Any = None,
+        additional_forward_args: Any = None,
+        perturbations_per_eval: int = 1,
+        show_progress: bool = False,
+        *,
+        mode: str = "occlude",
+        noise_std: Optional[float] = None,
+        seed: Optional[int] = DEFAULT_SEED,
+        max_evaluations: Optional[float] = None,
     ) -> Tensor:
-        r"""Occluded Frequency map in DCT layout.
+        r"""Per-group scores (N, G), group 0 = lowest frequency (Wang2020a eq. 7).
+
+        Makes ``N · (1 + G)`` model rows (:meth:`num_evaluations`), ``perturbations_per_eval · N``
+        per forward call.
 
         Args:
-            inputs: images (N, C, H, W) in [0, 1].
-            baselines: what replaces occluded DCT coefficients: ``"zero"`` (default), ``"random"``
-                (i.i.d. N(0, noise_std²) coefficients, i.e. the DCT of white pixel noise of std
-                ``noise_std``; one seeded draw per image, the same for every group), or images
-                (N or 1, C, H, W) whose DCT coefficients are used.
-            target: Captum target (int, tensor, list of ints or tuples); the selected output per
-                example must be a scalar.
-            additional_forward_args: extra ``forward_func`` arguments (expanded like Captum).
+            inputs: images (N, C, H, W) in [0, 1] (or Captum's 1-tuple of them); values up to 0.5
+                outside [0, 1] are accepted for ``NoiseTunnel`` / ``sensitivity_max`` noise.
+            baselines: what replaces occluded DCT coefficients, the vocabulary of
+                :meth:`~freqplug.attributions._base.FrequencyAttribution.baseline_images`:
+                ``"zero"`` (default; ``None``, ``0`` and ``0.0`` mean the same), ``"gaussian"`` (the
+                DCT of white pixel noise of std ``noise_std``, i.e. i.i.d. N(0, noise_std²)
+                coefficients; one draw per image from the generator of (``seed``, image index), the
+                same for every group, so it does not depend on batching), ``"replacement"`` (the
+                coefficients of another image of ``inputs``) or images (N or 1, C, H, W) whose DCT
+                coefficients are used. ``"random"`` is the deprecated name of ``"gaussian"`` (it warns and keeps
+                its old default ``noise_std=0.1``).
+            target: Captum target (int, tensor, list of ints or tuples), each index within the
+                forward output's shape (class indices in [0, num_classes), checked on every forward
+                call; negative indices are refused); the selected output per example must be a scalar.
+            additional_forward_args: extra ``forward_func`` arguments; tensors must have the batch as
+                first dim and are indexed per example.
             perturbations_per_eval: groups per forward call (each call sees that many times N
-                images); the result does not depend on it.
+                images, Captum's meaning); the result does not depend on it.
             show_progress: progress bar over forward calls.
             mode: ``"occlude"`` (default): score = f(x)_c - f(x with group occluded)_c;
                 ``"keep"``: score = f(x with only the group kept)_c - f(x with every group occluded)_c.
+            noise_std: std of the ``"gaussian"`` baseline (default 1.0, the pixel std that
+                FrequencyShapley and SpectralBandShapley use; OccludedFrequency's old ``"random"``
+                default was 0.1).
+            seed: seeds the Gaussian / replacement baselines (default 0; None draws a fresh seed from
+                the OS, never from torch's global RNG).
+            max_evaluations: refuse calls above this many model rows (None: the library default;
+                ``float("inf")`` for no limit).
 
         Returns:
-            (N, H, W) in the input dtype, DCT layout ([0, 0] = DC): every coefficient carries the
-            score of its group (Captum's feature-mask convention; the channels share a group).
+            Scores (N, G) in the inputs' dtype and device.
         """
-        scores = self.group_scores(inputs, baselines, target, additional_forward_args, perturbations_per_eval,
-                                   show_progress, mode=mode, noise_std=noise_std, seed=seed)
-        players = self.players(inputs.shape[-2], inputs.shape[-1])
-        return players.expand(scores).to(inputs.dtype)
+        return self._player_values(inputs, baselines, target, additional_forward_args, perturbations_per_eval,
+                                   show_progress, mode=mode, noise_std=noise_std, seed=seed,
+                                   max_evaluations=max_evaluations, first_index=0)
 
-    def group_scores(
-        self,
-        inputs: Tensor,
-        baselines: Union[str, Tensor] = "zero",
-        target: Any = None,
-        additional_forward_args: Any = None,
-        perturbations_per_eval: int = 1,
-        show_progress: bool = False,
-        *,
-        mode: str = "occlude",
-        noise_std: float = 0.1,
-        seed: int = 0,
-    ) -> Tensor:
-        """Per-group scores (N, G), group 0 = lowest frequency. Arguments as :meth:`attribute`."""
-        check_images(inputs, "inputs")
-        check_choice(mode, "mode", MODES)
-        check_positive_int(perturbations_per_eval, "perturbations_per_eval")
-        n, _, h, w = inputs.shape
-        players = self.players(h, w)
-        masks = players.masks(torch.eye(players.num_players, dtype=torch.bool)).to(inputs.device)  # (G, H, W)
-        coefficients = dct2(inputs)
-        fill = self._baseline_coefficients(inputs, baselines, noise_std, seed)
-        args = _format_additional_forward_args(additional_forward_args)
-        num_groups = players.num_players
-        calls = 1 + -(-num_groups // perturbations_per_eval)
-        bar = progress(desc=f"{self.get_name()} attribution", total=calls) if show_progress else NullProgress()
-        with torch.no_grad():
-            if mode == "occlude":
-                reference = self._forward(inputs, target, args, n, 1)
-            else:  # every group occluded: the image the baseline alone makes
-                reference = self._forward(idct2(fill.expand_as(coefficients)), target, args, n, 1)
-            bar.update()
-            scores = reference.new_empty(n, num_groups)
-            for start in range(0, num_groups, perturbations_per_eval):
-                chosen = masks[start:start + perturbations_per_eval][:, None, None]  # (g, 1, 1, H, W)
-                if mode == "occlude":
-                    mixed = torch.where(chosen, fill, coefficients)
-                else:
-                    mixed = torch.where(chosen, coefficients, fill)
-                g = chosen.shape[0]
-                images = idct2(mixed.expand(g, *coefficients.shape)).reshape(g * n, *inputs.shape[1:])
-                out = self._forward(images, target, args, n, g).reshape(g, n)
-                scores[:, start:start + g] = (reference - out).T if mode == "occlude" else (out - reference).T
-                bar.update()
-        bar.close()
-        return scores
+    def group_scores(self, *args, **kwargs) -> Tensor:
+        """Deprecated name of :meth:`player_values` (the shared per-player method name); warns."""
+        warnings.warn("OccludedFrequency.group_scores() is deprecated; use player_values() (same arguments and "
+                      "result)", DeprecationWarning, stacklevel=2)
+        return self.player_values(*args, **kwargs)
 
     # ------------------------------------------------------------------ dataset helpers
     def class_average_scores(
@@ -163,47 +177,51 @@ class OccludedFrequency(PerturbationAttribution):
         data: Union[Tuple[Tensor, Tensor], Iterable],
         num_classes: Optional[int] = None,
         *,
-        baselines: Union[str, Tensor] = "zero",
+        baselines: Union[None, int, float, str, Tensor] = "zero",
         mode: str = "occlude",
         batch_size: int = 64,
         perturbations_per_eval: int = 1,
-        noise_std: float = 0.1,
-        seed: int = 0,
+        noise_std: Optional[float] = None,
+        seed: int = DEFAULT_SEED,
         show_progress: bool = True,
+        max_evaluations: Optional[float] = None,
     ) -> Tuple[Tensor, Tensor]:
-        """Scores of the true class averaged per class ("attribution shift", seed 001 Exp. IV / Fig. 1).
+        """Scores of the true class averaged per class ("attribution shift", Wang2020a Exp. IV / Fig. 1).
+
+        Image k of the data gets the per-image baseline of dataset index k (see
+        :meth:`player_values`), so the result does not depend on ``batch_size`` or on the loader's
+        batching (``"replacement"`` partners are drawn within each batch).
 
         Args:
             data: a pair (x (K, C, H, W), y (K,)) or an iterable / DataLoader of (x, y) batches.
-            num_classes: rows of the result (default: max label + 1).
-            batch_size: images per :meth:`group_scores` call for tensor data.
+            num_classes: rows of the result (default: max label + 1); labels must be below it.
+            baselines, mode, perturbations_per_eval, noise_std, seed, max_evaluations: see
+                :meth:`player_values`.
+            batch_size: images per :meth:`player_values` call for tensor data.
+            show_progress: progress bar over images.
 
         Returns:
-            ``(means, counts)``: means (num_classes, G) float64 (NaN for classes with no image),
-            counts (num_classes,) long.
+            ``(means, counts)``: means (num_classes, G) float64, NaN in the rows of classes with no
+            image (not 0: there is no score to show), counts (num_classes,) long.
         """
         check_positive_int(batch_size, "batch_size")
-        if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
-            x, y = data
-            check_images(x, "data")
-            check_labels(y, "data labels", x.shape[0])
-            batches: Iterable = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)]
-        elif hasattr(data, "__iter__"):
-            batches = data
-        else:
-            raise TypeError(f"`data` must be a pair (x, y) or an iterable of (x, y) batches, got {type(data).__name__}")
+        if num_classes is not None:
+            check_positive_int(num_classes, "num_classes")
+        total = data_length(data)
         sums: Optional[Tensor] = None
         counts: Optional[Tensor] = None
-        index = 0
-        bar = progress(desc=f"{self.get_name()} class averages", total=None) if show_progress else NullProgress()
-        for batch in batches:
-            if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
-                raise TypeError("`data` batches must be (x, y) pairs")
-            x, y = batch[0], batch[1]
-            check_labels(y, "data labels", x.shape[0])
-            scores = self.group_scores(x, baselines, y.to(x.device), None, perturbations_per_eval, False,
-                                       mode=mode, noise_std=noise_std, seed=seed + index).to(torch.float64).cpu()
-            index += x.shape[0]
+        bar = progress(desc=f"{self.get_name()} class averages", total=total) if show_progress else NullProgress()
+        for x, y, offset in iter_labelled_batches(data, batch_size, name="data"):
+            check_images(x, "data")
+            if total and offset == 0:
+                check_budget(self.num_evaluations(total, x.shape[-2], x.shape[-1]), max_evaluations,
+                             f"{self.get_name()}.class_average_scores on {total} image(s)")
+            if num_classes is not None and y.numel() and int(y.max()) >= num_classes:
+                raise ValueError(f"`data` labels must be in [0, {num_classes}) (num_classes={num_classes}), "
+                                 f"got {int(y.max())}")
+            scores = self._player_values(x, baselines, y.to(x.device), None, perturbations_per_eval, False,
+                                         mode=mode, noise_std=noise_std, seed=seed, max_evaluations=float("inf"),
+                                         first_index=offset).to(torch.float64).cpu()
             if sums is None:
                 sums = torch.zeros(0, scores.shape[1], dtype=torch.float64)
                 counts = torch.zeros(0, dtype=torch.long)
@@ -218,50 +236,63 @@ class OccludedFrequency(PerturbationAttribution):
         bar.close()
         if sums is None:
             raise ValueError("`data` holds no images")
-        if num_classes is not None and sums.shape[0] > num_classes:
-            raise ValueError(f"`data` labels reach {sums.shape[0] - 1} but num_classes={num_classes}")
         means = sums / counts[:, None].clamp(min=1)
         means[counts == 0] = float("nan")
         return means, counts
 
     # ------------------------------------------------------------------ internals
-    def _forward(self, images: Tensor, target: Any, args: Optional[Tuple], n: int, repeats: int) -> Tensor:
-        """Selected outputs of ``repeats`` stacked copies of an N-image batch -> (repeats * N,)."""
-        rows_target = _expand_target(target, repeats) if repeats > 1 else target
-        rows_args = _expand_additional_forward_args(args, repeats) if (args is not None and repeats > 1) else args
-        out = _run_forward(self.forward_func, images, rows_target, rows_args)
-        if not isinstance(out, Tensor):
-            raise TypeError(f"`forward_func` must return a tensor, got {type(out).__name__}")
-        if out.dim() == 2 and out.shape[1] == 1:
-            out = out[:, 0]
-        if out.dim() != 1 or out.shape[0] != repeats * n:
-            raise ValueError(
-                f"`forward_func` output selected by `target` must be one scalar per example ({repeats * n},), got "
-                f"shape {tuple(out.shape)}; pass `target` (a class index) for a classifier")
-        return out.detach()
+    def _player_values(self, inputs: Any, baselines: Any, target: Any, additional_forward_args: Any,
+                       perturbations_per_eval: int, show_progress: bool, *, mode: str, noise_std: Optional[float],
+                       seed: Optional[int], max_evaluations: Optional[float], first_index: int) -> Tensor:
+        inputs, _ = self._format_inputs(inputs)
+        check_choice(mode, "mode", MODES)
+        check_positive_int(perturbations_per_eval, "perturbations_per_eval")
+        n, _, h, w = inputs.shape
+        players = self.players(h, w)
+        num_groups = players.num_players
+        seed = self._resolve_seed(seed)
+        target = self._prepare_target(target, n)
+        args = self._prepare_forward_args(additional_forward_args, n)
+        bar = self._start(n * (1 + num_groups), max_evaluations, show_progress=show_progress,
+                          what=f"{self.get_name()} ({num_groups} groups, {n} image(s))")
+        masks = players.masks(torch.eye(num_groups, dtype=torch.bool)).to(inputs.device)  # (G, H, W)
+        with torch.no_grad(), preserved_model_state(self.forward_func, fork_rng=True):
+            inputs = inputs.detach()
+            fill = self._baseline_coefficients(inputs, baselines, noise_std, seed, first_index)
+            everyone = torch.arange(n, device=inputs.device)
+            if mode == "occlude":
+                reference = self._run_rows(inputs, everyone, target, args, n)
+            else:  # every group occluded: the image the baseline alone makes
+                reference = self._run_rows(idct2(fill.expand(inputs.shape)), everyone, target, args, n)
+            bar.update(n)
 
-    def _baseline_coefficients(self, inputs: Tensor, baselines: Union[str, Tensor], noise_std: float,
-                               seed: int) -> Tensor:
+            def render(group_ids: Tensor, image_index: Tensor) -> Tensor:
+                chosen = masks[group_ids][:, None, None]  # (g, 1, 1, H, W): one group per coalition
+                return apply_dct_mask(inputs, chosen, fill, keep=mode == "keep").reshape(-1, *inputs.shape[1:])
+
+            values = self._coalition_values(render, num_groups, n, perturbations_per_eval, target, args, bar,
+                                            device=inputs.device)  # (N, G)
+            reference = reference.to(values.device)[:, None]
+            scores = (reference - values) if mode == "occlude" else (values - reference)
+        bar.close()
+        return scores.to(device=inputs.device, dtype=inputs.dtype)
+
+    def _baseline_coefficients(self, inputs: Tensor, baselines: Any, noise_std: Optional[float], seed: int,
+                               first_index: int) -> Tensor:
         """DCT coefficients that replace occluded ones, broadcastable to (N, C, H, W)."""
-        if isinstance(baselines, Tensor):
-            check_images(baselines, "baselines", check_range=False)
-            n, c, h, w = inputs.shape
-            if tuple(baselines.shape[1:]) != (c, h, w) or baselines.shape[0] not in (1, n):
-                raise ValueError(f"`baselines` images must have shape ({n} or 1, {c}, {h}, {w}), "
-                                 f"got {tuple(baselines.shape)}")
-            return dct2(baselines.to(device=inputs.device, dtype=inputs.dtype))
-        if not isinstance(baselines, str):
-            raise TypeError("`baselines` must be 'zero', 'random' or a tensor of images, "
-                            f"got {type(baselines).__name__}")
-        check_choice(baselines, "baselines", BASELINES)
-        if baselines == "zero":
+        if isinstance(baselines, str) and baselines == "random":
+            warnings.warn("OccludedFrequency baselines='random' is deprecated: use baselines='gaussian' (the same "
+                          f"draw; note its default noise_std is {DEFAULT_NOISE_STD}, 'random' used "
+                          f"{RANDOM_NOISE_STD})", DeprecationWarning, stacklevel=5)
+            baselines = "gaussian"
+            noise_std = RANDOM_NOISE_STD if noise_std is None else noise_std
+        noise_std = DEFAULT_NOISE_STD if noise_std is None else noise_std
+        n = inputs.shape[0]
+        fill_images = self.baseline_images(inputs, baselines, seed=seed, noise_std=noise_std,
+                                           dataset_index=torch.arange(first_index, first_index + n))
+        if fill_images is None:
             return inputs.new_zeros(1, *inputs.shape[1:])
-        check_number(noise_std, "noise_std", minimum=0.0)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"`seed` must be an int, got {type(seed).__name__}")
-        generator = torch.Generator().manual_seed(seed)
-        noise = torch.randn(inputs.shape, generator=generator, dtype=torch.float64) * noise_std
-        return noise.to(device=inputs.device, dtype=inputs.dtype)
+        return dct2(fill_images)
 
 
 def plot_group_scores(scores: Union[Tensor, Iterable[float]], *, ax=None, title: str = "Occluded Frequency",

@@ -23,14 +23,18 @@ independent computation (M = 8, 20 CIFAR-10 samples, zero baseline, embedded Res
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterable, Optional, Tuple, Union
 
 import torch
-from captum.attr._utils.attribution import PerturbationAttribution
+from captum.log import log_usage
 from torch import Tensor
 
-from .._validation import check_choice, check_images, check_labels, check_number, check_positive_int
+from .. import _distributed
+from .._batches import data_length, iter_labelled_batches
+from .._model import preserved_model_state
+from .._validation import check_budget, check_choice, check_number, check_positive_int, check_seed
 from ..spectral import (
     Players,
     baseline_spectrum,
@@ -39,25 +43,24 @@ from ..spectral import (
     spectral_importance_distribution,
     spectral_robustness_score,
 )
-from ._captum import NullProgress, _format_additional_forward_args, progress, rows_forward_args
-from ._estimators import antithetic_permutations, exact_design_values, exact_shapley_weights
+from ._base import DEFAULT_NOISE_STD, DEFAULT_SEED, FrequencyAttribution, _describe
+from ._captum import (
+    NullProgress,
+    TargetType,
+    check_target_range,
+    progress,
+    rows_forward_args,
+    rows_target,
+    select_targets,
+)
+from ._estimators import DeduplicatedPermutationDesign, exact_design_values, exact_shapley_weights
+from ._stats import equal_means_test
 
 #: Largest M evaluated exactly (2^12 = 4096 coalitions per image); larger M are sampled.
 MAX_EXACT_BANDS = 12
 BASELINES = ("zero", "gaussian", "replacement")
 METHODS = ("auto", "exact", "sampled")
 OUTPUTS = ("log_softmax", "identity")
-
-
-# ---------------------------------------------------------------------------- Shapley algebra
-def _prefix_codes(permutations: Tensor) -> Tensor:
-    """Integer codes (R, M+1) of the prefix coalitions of each permutation (empty ... full)."""
-    bits = torch.ones((), dtype=torch.long) << permutations  # (R, M)
-    return torch.cat([bits.new_zeros(bits.shape[0], 1), bits.cumsum(1)], dim=1)
-
-
-def _codes_to_table(codes: Tensor, num_players: int) -> Tensor:
-    return ((codes[:, None] >> torch.arange(num_players)) & 1).bool()
 
 
 # ---------------------------------------------------------------------------- result
@@ -114,29 +117,32 @@ class BandImportance:
 
 
 # ---------------------------------------------------------------------------- the method
-class SpectralBandShapley(PerturbationAttribution):
-    r"""I-ASIDE: Shapley values of M radial spectral bands (seed 004, eq. 3-8 and 11).
+class SpectralBandShapley(FrequencyAttribution):
+    r"""I-ASIDE: Shapley values of M radial spectral bands (Luo2024, eq. 3-8 and 11).
 
     Args:
         forward_func: the model (or any callable) mapping images (R, C, H, W) in [0, 1] to
-            outputs (R, num_classes); it is never modified (call it in the mode you want).
+            outputs (R, num_classes) (or (R, ..., num_classes) with tuple targets); its train/eval
+            flags, parameters and the global RNG are left as they were (call it in the mode you want).
         num_bands: M, number of players (default 8, the paper's choice).
         metric: ``"linf"`` (the paper's square rings) or ``"l2"`` (circular rings).
         include_dc: DC in band 0 (default, see the module docstring); False keeps DC always present.
         output: ``"log_softmax"`` (default, eq. 8: log Q(y | ·)) or ``"identity"`` (use the forward
-            output as it is, e.g. a model that already returns log-probabilities or logits).
+            output as it is, e.g. a model that already returns log-probabilities or logits). The
+            log-softmax is taken over the last output dim, before ``target`` selects a value. With
+            ``"log_softmax"`` the forward output must have at least 2 columns: the log-softmax of a
+            single column is 0 for every image, so every value would be 0; such a forward raises
+            (use ``output="identity"`` for a scalar score).
     """
 
     def __init__(self, forward_func: Callable, num_bands: int = 8, *, metric: str = "linf",
                  include_dc: bool = True, output: str = "log_softmax") -> None:
-        if not callable(forward_func):
-            raise TypeError(f"`forward_func` must be callable, got {type(forward_func).__name__}")
+        FrequencyAttribution.__init__(self, forward_func)
         check_positive_int(num_bands, "num_bands", minimum=2)
         check_choice(metric, "metric", ("linf", "l2"))
         check_choice(output, "output", OUTPUTS)
         if not isinstance(include_dc, bool):
             raise TypeError(f"`include_dc` must be a bool, got {type(include_dc).__name__}")
-        PerturbationAttribution.__init__(self, forward_func)
         self.num_bands = num_bands
         self.metric = metric
         self.include_dc = include_dc
@@ -147,10 +153,20 @@ class SpectralBandShapley(PerturbationAttribution):
         """The band partition for (height, width) images (fft layout)."""
         return radial_band_players(height, width, self.num_bands, metric=self.metric, include_dc=self.include_dc)
 
+    def num_evaluations(self, num_images: int, *, method: str = "auto", n_samples: int = 64,
+                        seed: int = DEFAULT_SEED) -> int:
+        """Model rows (one image each) that :meth:`attribute` / :meth:`importance` spend on ``num_images``
+        images: ``2^M`` per image in exact mode, the distinct prefix coalitions of the sampled
+        permutations (at most ``n_samples · (M - 1) + 2``) in sampled mode."""
+        check_positive_int(num_images, "num_images")
+        coalitions, _ = self._design(self._resolve_method(method), n_samples, seed)
+        return num_images * int(coalitions.shape[0])
+
+    @log_usage()
     def attribute(  # type: ignore[override]
         self,
-        inputs: Tensor,
-        baselines: Union[str, Tensor] = "zero",
+        inputs: Union[Tensor, Tuple[Tensor]],
+        baselines: Union[None, int, float, str, Tensor] = "zero",
         target: Any = None,
         additional_forward_args: Any = None,
         perturbations_per_eval: int = 1,
@@ -158,105 +174,180 @@ class SpectralBandShapley(PerturbationAttribution):
         *,
         method: str = "auto",
         n_samples: int = 64,
-        noise_std: float = 1.0,
-        seed: int = 0,
+        noise_std: float = DEFAULT_NOISE_STD,
+        seed: Optional[int] = DEFAULT_SEED,
+        max_evaluations: Optional[float] = None,
+    ) -> Union[Tensor, Tuple[Tensor]]:
+        r"""Per-image band Shapley values painted on the spectrum, Captum style: (N, H, W).
+
+        Every frequency bin carries the value of its band (Captum's feature-mask convention, as
+        :class:`OccludedFrequency` and :class:`FrequencyShapley`); :meth:`player_values` gives the
+        values (N, M) themselves. Arguments are those of :meth:`player_values`.
+
+        Returns:
+            (N, H, W) in the inputs' dtype and device, fft2 layout ([0, 0] = DC): bin (u, v) holds
+            ψ_n of the band it belongs to (with ``include_dc=False`` the DC bin holds 0); a 1-tuple of
+            it for Captum's tuple inputs ``(images,)``.
+        """
+        images, is_tuple = self._format_inputs(inputs)
+        values = self.player_values(images, baselines, target, additional_forward_args, perturbations_per_eval,
+                                    show_progress, method=method, n_samples=n_samples, noise_std=noise_std,
+                                    seed=seed, max_evaluations=max_evaluations)
+        players = self.players(images.shape[-2], images.shape[-1])
+        attribution = players.expand(values.cpu()).to(device=images.device, dtype=images.dtype)
+        return self._format_output(attribution, is_tuple)
+
+    def player_values(
+        self,
+        inputs: Tensor,
+        baselines: Union[None, int, float, str, Tensor] = "zero",
+        target: Any = None,
+        additional_forward_args: Any = None,
+        perturbations_per_eval: int = 1,
+        show_progress: bool = False,
+        *,
+        method: str = "auto",
+        n_samples: int = 64,
+        noise_std: float = DEFAULT_NOISE_STD,
+        seed: Optional[int] = DEFAULT_SEED,
+        max_evaluations: Optional[float] = None,
     ) -> Tensor:
-        r"""Per-image band Shapley values, Captum style.
+        r"""Per-image band Shapley values (N, M) (Luo2024 eq. 3 with the per-image game of eq. 8).
 
         For every image x_n the game is ``v_n(S) = g(x_n ⋈ S) - g(x_n ⋈ ∅)`` with g the log-softmax
         (or raw output, ``output="identity"``) of ``forward_func`` at ``target``; the mean of these
-        values over a dataset is the ψ of :meth:`importance` (linearity of eq. 3).
+        values over a dataset is the ψ of :meth:`importance` (linearity of eq. 3). Makes
+        :meth:`num_evaluations` (N) model rows, ``perturbations_per_eval · N`` per forward call.
 
         Args:
-            inputs: images (N, C, H, W) in [0, 1].
-            baselines: what fills absent bands (App. B.2): ``"zero"`` (default, b = 0),
-                ``"gaussian"`` (a conjugate-symmetric complex Gaussian spectrum, one draw per image
-                kept for all coalitions, pixel std ``noise_std``; ``noise_std=1`` is the paper's
-                standard complex Gaussian in orthonormal units), ``"replacement"`` (the spectrum of
-                another image of ``inputs``, a seeded derangement) or a tensor of images
-                (N or 1, C, H, W) whose spectra fill the absences.
-            target: Captum target: int, 0-d tensor, tensor (N,) or list of N ints (class per image).
-                Required unless the forward output has a single column.
+            inputs: images (N, C, H, W) in [0, 1] (or Captum's 1-tuple of them); values up to 0.5
+                outside [0, 1] are accepted for ``NoiseTunnel`` / ``sensitivity_max`` noise (see
+                :mod:`freqplug.attributions._base`).
+            baselines: what fills absent bands (App. B.2), the vocabulary of
+                :meth:`~freqplug.attributions._base.FrequencyAttribution.baseline_images`:
+                ``"zero"`` (default, b = 0; ``None``, ``0`` and ``0.0`` mean the same), ``"gaussian"``
+                (a conjugate-symmetric complex Gaussian spectrum: real white noise of pixel std
+                ``noise_std``, one draw per image kept for all coalitions, from the generator of
+                (``seed``, image index), so it does not depend on batching; ``noise_std=1`` is the
+                paper's standard complex Gaussian in orthonormal units), ``"replacement"`` (the
+                spectrum of another image of ``inputs``) or a tensor of images (N or 1, C, H, W)
+                whose spectra fill the absences.
+            target: Captum target: int, 0-d tensor, tensor (N,), list of N ints, or tuples for
+                outputs with more dims; indices in [0, output width), checked on every forward.
+                Required unless the forward output has a single column (which needs
+                ``output="identity"``).
             additional_forward_args: extra arguments of ``forward_func``; tensors whose first
-                dimension is N are expanded per coalition row, others passed as they are.
+                dimension is N are indexed per coalition row, non-tensors and 0-d tensors are passed
+                as they are, and a tensor whose first dimension is not N raises before any model call.
             perturbations_per_eval: coalitions per forward call; each call sees
-                ``perturbations_per_eval * N`` images. Results do not depend on it.
+                ``perturbations_per_eval * N`` images (Captum's meaning). Results do not depend on it.
             show_progress: a progress bar over the model rows.
             method: ``"exact"`` (all 2^M coalitions, M <= 12), ``"sampled"`` (antithetic
                 permutations) or ``"auto"`` (exact when M <= 12).
             n_samples: permutations in sampled mode (rounded up to an even number).
-            seed: seeds the Gaussian / replacement baselines and the permutations.
+            noise_std: pixel std of the ``"gaussian"`` baseline.
+            seed: seeds the Gaussian / replacement baselines and the permutations (default 0; None
+                draws a fresh seed from the OS, never from torch's global RNG).
+            max_evaluations: refuse calls above this many model rows (None: the library default,
+                :data:`freqplug._validation.DEFAULT_MAX_EVALUATIONS`; ``float("inf")`` for no limit).
 
         Returns:
-            Band values (N, M), float64, band 0 = lowest frequencies. Rows sum to
-            ``v_n(all) - v_n(∅)`` (efficiency).
+            Band values (N, M) in the inputs' dtype and device, band 0 = lowest frequencies. Rows
+            sum to ``v_n(all) - v_n(∅)`` (efficiency).
         """
-        x = self._check_inputs(inputs)
+        x, _ = self._format_inputs(inputs)
+        self.players(x.shape[-2], x.shape[-1])  # raises when M is too large for the image size
         n = x.shape[0]
         check_positive_int(perturbations_per_eval, "perturbations_per_eval")
-        targets = _target_tensor(target, n, x.device)
-        args = _format_additional_forward_args(additional_forward_args)
+        seed = self._resolve_seed(seed)
+        target = self._prepare_target(target, n)
+        args = self._prepare_forward_args(additional_forward_args, n)
         method = self._resolve_method(method)
         coalitions, estimator = self._design(method, n_samples, seed)
-        fill = self._baseline_fill(x, baselines, noise_std, seed, torch.arange(n))
-        bar = progress(desc=f"{self.get_name()} attribution", total=n * coalitions.shape[0]) if show_progress \
-            else NullProgress()
-        with torch.no_grad():
-            values = self._coalition_values(x, targets, args, coalitions, fill, perturbations_per_eval * n, bar)
+        bar = self._start(n * coalitions.shape[0], max_evaluations, show_progress=show_progress,
+                          what=f"{self.get_name()} ({method}, M={self.num_bands}, {n} image(s))",
+                          hint="lower num_bands or use method='sampled' with fewer n_samples")
+        with torch.no_grad(), preserved_model_state(self.forward_func, fork_rng=True):
+            x = x.detach()
+            fill = self._baseline_fill(x, baselines, noise_std, seed, torch.arange(n))
+            values = self._band_game_values(x, target, args, coalitions, fill, perturbations_per_eval * n, bar)
         bar.close()
-        return estimator(values)[0].to(x.device)
+        return estimator(values)[0].to(device=x.device, dtype=x.dtype)
 
     def importance(
         self,
         data: Union[Tensor, Tuple[Tensor, Tensor], Iterable],
         target: Any = None,
         *,
-        baselines: Union[str, Tensor] = "zero",
-        batch_size: int = 256,
+        baselines: Union[None, int, float, str, Tensor] = "zero",
+        internal_batch_size: Optional[int] = None,
         method: str = "auto",
         n_samples: int = 64,
-        noise_std: float = 1.0,
-        seed: int = 0,
+        noise_std: float = DEFAULT_NOISE_STD,
+        seed: Optional[int] = DEFAULT_SEED,
         beta: float = 0.75,
         alpha: float = 0.05,
         show_progress: bool = True,
+        max_evaluations: Optional[float] = None,
+        batch_size: Optional[int] = None,
     ) -> BandImportance:
-        r"""Dataset-level I-ASIDE: ψ, SID, SRS and standard errors (eq. 3, 7-8, 11).
+        r"""Dataset-level I-ASIDE: ψ, SID, SRS and standard errors (Luo2024 eq. 3, 7-8, 11).
 
         Evaluates exactly ``2^M · K`` model rows for K images in exact mode (each coalition image
-        once, every coalition on the same images), in chunks of ``batch_size`` rows. When
-        ``torch.distributed`` is initialized, image k is handled by rank ``k % world_size`` and the
-        sums are all-reduced, so every rank returns the numbers of a single process.
+        once, every coalition on the same images), in forward calls of ``internal_batch_size`` rows.
+        When ``torch.distributed`` is initialized, image k is handled by rank ``k % world_size`` and
+        the sums are all-reduced, so every rank returns the numbers of a single process.
 
         Args:
             data: a tuple ``(x, y)`` of images (K, C, H, W) in [0, 1] and labels (K,), a tensor ``x``
                 (then ``target`` gives the classes), or an iterable / DataLoader of ``(x, y)``
                 batches (every rank must iterate it in the same order).
             target: None (use the labels), an int class for every image, or a tensor (K,) of classes.
-            baselines: ``"zero"``, ``"gaussian"``, ``"replacement"`` (partner from the same batch of
-                the data; for tensors the whole set) or images (1, C, H, W). See :meth:`attribute`.
-            batch_size: model rows per forward call.
-            method, n_samples, noise_std, seed: see :meth:`attribute`.
+            baselines: ``"zero"`` (or None/0/0.0), ``"gaussian"`` (per image, keyed on its index in
+                the data: the same numbers for any batching of the data), ``"replacement"``
+                (partner from the same block of the data: the whole set for tensor data, the batch
+                for a DataLoader) or images (1, C, H, W). See :meth:`player_values`.
+            internal_batch_size: model rows (coalition images) per forward call (default 256),
+                Captum's name for row chunking. Results do not depend on it.
+            method, n_samples, noise_std: see :meth:`player_values`.
+            seed: an int (default 0) seeding the baselines and permutations; None is refused here,
+                since every rank of a distributed run must draw the same ones.
             beta: SRS weight base (eq. 11).
             alpha: significance level of the equal-ψ test behind ``distinguishable`` (see
                 :class:`BandImportance`).
             show_progress: progress bar over rows (rank 0 only).
+            max_evaluations: refuse data whose known size needs more model rows (None: the library
+                default; ``float("inf")`` for no limit).
+            batch_size: deprecated name of ``internal_batch_size`` (it counted model rows, not
+                images); it warns and will be removed in the next release.
 
         Returns:
             :class:`BandImportance`.
         """
-        check_positive_int(batch_size, "batch_size")
+        if batch_size is not None:
+            if internal_batch_size is not None:
+                raise TypeError("pass `internal_batch_size` only (`batch_size` is its deprecated name)")
+            warnings.warn("SpectralBandShapley.importance(batch_size=...) counted model rows per forward call and is "
+                          "deprecated; pass internal_batch_size=... (same meaning)", DeprecationWarning, stacklevel=2)
+            internal_batch_size = batch_size
+        internal_batch_size = 256 if internal_batch_size is None else internal_batch_size
+        check_positive_int(internal_batch_size, "internal_batch_size")
         check_number(alpha, "alpha", minimum=0.0, maximum=1.0)
         check_number(beta, "beta", minimum=0.0, maximum=1.0, strict_minimum=True)
         if isinstance(baselines, Tensor) and baselines.dim() == 4 and baselines.shape[0] != 1:
             raise ValueError("`baselines` images for importance() must have batch size 1 (one baseline for the "
                              f"whole set), got shape {tuple(baselines.shape)}; use 'replacement' for partners")
         method = self._resolve_method(method)
+        seed = check_seed(seed, allow_none=False)  # every rank must use the same seed: no fresh one here
         coalitions, estimator = self._design(method, n_samples, seed)
-        rank, world = _dist_rank_world()
+        rank, world = _distributed.rank(), _distributed.world_size()
         m = self.num_bands
 
-        total_images = _data_length(data)
+        total_images = data_length(data)
+        if total_images:
+            check_budget(total_images * coalitions.shape[0], max_evaluations,
+                         f"{self.get_name()}.importance on {total_images} image(s)",
+                         "lower num_bands, use fewer images or method='sampled' with fewer n_samples")
         bar = progress(desc=f"{self.get_name()} importance", total=None if total_images is None else
                        math.ceil(total_images / world) * coalitions.shape[0]) \
             if show_progress and rank == 0 else NullProgress()
@@ -265,21 +356,23 @@ class SpectralBandShapley(PerturbationAttribution):
         total_sum = torch.zeros((), dtype=torch.float64)
         pair_sum: Optional[Tensor] = None
         count = torch.zeros((), dtype=torch.float64)
-        offset = 0
-        with torch.no_grad():
-            for block, (x, labels) in enumerate(_iter_blocks(data)):
-                x = self._check_inputs(x, "data")
+        seen = 0
+        with torch.no_grad(), preserved_model_state(self.forward_func, fork_rng=True):
+            for x, labels, offset in iter_labelled_batches(data, name="data", require_labels=False):
+                x, _ = self._format_inputs(x, "data")
+                self.players(x.shape[-2], x.shape[-1])
+                x = x.detach()
                 k = x.shape[0]
                 global_index = torch.arange(offset, offset + k)
                 targets = self._block_targets(target, labels, global_index, total_images, x.device)
                 mine = (global_index % world) == rank
                 if bool(mine.any()):
                     local = mine.nonzero().squeeze(1)
-                    fill = self._baseline_fill(x, baselines, noise_std, seed, global_index, block=block)
+                    fill = self._baseline_fill(x, baselines, noise_std, seed, global_index)
                     if fill is not None and fill.shape[0] == k:
                         fill = fill[local.to(fill.device)]
-                    values = self._coalition_values(x[local.to(x.device)], targets[local.to(targets.device)], None,
-                                                    coalitions, fill, batch_size, bar)
+                    values = self._band_game_values(x[local.to(x.device)], _subset_target(targets, local), None,
+                                                    coalitions, fill, internal_batch_size, bar)
                     psi, pairs, totals = estimator(values)
                     psi_sum += psi.sum(0)
                     outer_sum += psi.T @ psi
@@ -287,23 +380,18 @@ class SpectralBandShapley(PerturbationAttribution):
                     count += psi.shape[0]
                     if pairs is not None:
                         pair_sum = pairs.sum(0) if pair_sum is None else pair_sum + pairs.sum(0)
-                offset += k
+                seen += k
         bar.close()
-        if offset == 0:
+        if seen == 0:
             raise ValueError("`data` holds no images")
         if method == "sampled" and pair_sum is None:
             pair_sum = torch.zeros(_num_pairs(n_samples), m, dtype=torch.float64)
-        psi_sum, outer_sum, total_sum, count, pair_sum = _all_reduce_sums(psi_sum, outer_sum, total_sum, count,
-                                                                          pair_sum)
+        psi_sum, outer_sum, total_sum, count, pair_sum = _distributed.all_reduce_sums(
+            psi_sum, outer_sum, total_sum, count, pair_sum)
         return self._summarize(psi_sum, outer_sum, total_sum, int(count), pair_sum, coalitions.shape[0], method,
                                baselines, beta, alpha)
 
     # ------------------------------------------------------------------ internals
-    def _check_inputs(self, x: Any, name: str = "inputs") -> Tensor:
-        check_images(x, name)
-        self.players(x.shape[-2], x.shape[-1])  # raises when M is too large for the image size
-        return x
-
     def _resolve_method(self, method: str) -> str:
         check_choice(method, "method", METHODS)
         if method == "auto":
@@ -317,7 +405,7 @@ class SpectralBandShapley(PerturbationAttribution):
 
     def _design(self, method: str, n_samples: int, seed: int):
         """Coalitions to evaluate (U, M) and the estimator mapping values (N, U) to
-        (per-image ψ (N, M), per-pair marginals (N, pairs, M) or None, v(all) - v(∅) (N,))."""
+        (per-image ψ (N, M), per-pair estimates (N, pairs, M) or None, v(all) - v(∅) (N,))."""
         m = self.num_bands
         if method == "exact":
             weights = exact_shapley_weights(m)
@@ -327,55 +415,17 @@ class SpectralBandShapley(PerturbationAttribution):
 
             return exact_design_values(m), exact
         check_positive_int(n_samples, "n_samples", minimum=2)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"`seed` must be an int, got {type(seed).__name__}")
-        generator = torch.Generator().manual_seed(seed)
-        permutations = antithetic_permutations(m, _num_pairs(n_samples), generator)
-        prefixes = _prefix_codes(permutations)  # (R, M+1)
-        codes, position = torch.unique(prefixes.reshape(-1), return_inverse=True)
-        position = position.reshape(prefixes.shape)
-        empty_at, full_at = int(position[0, 0]), int(position[0, -1])
+        check_seed(seed, allow_none=False)
+        design = DeduplicatedPermutationDesign(m, _num_pairs(n_samples), torch.Generator().manual_seed(seed))
+        return design.coalitions, design.estimate
 
-        def sampled(values: Tensor):
-            steps = values[:, position]  # (N, R, M+1)
-            gains = steps[:, :, 1:] - steps[:, :, :-1]  # marginal of the player added at each step
-            marginals = torch.zeros_like(gains).scatter_(2, permutations[None].expand_as(gains), gains)
-            pairs = marginals.reshape(values.shape[0], -1, 2, m).mean(2)  # antithetic pair averages
-            return pairs.mean(1), pairs, values[:, full_at] - values[:, empty_at]
-
-        return _codes_to_table(codes, m), sampled
-
-    def _baseline_fill(self, x: Tensor, baselines: Union[str, Tensor], noise_std: float, seed: int,
-                       global_index: Tensor, block: int = 0) -> Optional[Tensor]:
+    def _baseline_fill(self, x: Tensor, baselines: Any, noise_std: float, seed: int,
+                       dataset_index: Tensor) -> Optional[Tensor]:
         """One-sided absence spectra: None (zero) or (N or 1, C, H, W//2+1), fixed for all coalitions."""
-        if isinstance(baselines, Tensor):
-            return baseline_spectrum(x, baselines)
-        if not isinstance(baselines, str):
-            raise TypeError(f"`baselines` must be 'zero', 'gaussian', 'replacement' or a tensor of images, "
-                            f"got {type(baselines).__name__}")
-        check_choice(baselines, "baselines", BASELINES)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"`seed` must be an int, got {type(seed).__name__}")
-        if baselines == "zero":
-            return None
-        if baselines == "gaussian":
-            check_number(noise_std, "noise_std", minimum=0.0)
-            # One generator per image, keyed by its index in the data: the draw does not depend on
-            # chunking or on which rank handles the image.
-            spectra = [baseline_spectrum(x[i:i + 1], "gaussian", noise_std=noise_std,
-                                         generator=torch.Generator().manual_seed(seed * 1_000_003 + int(g)))
-                       for i, g in enumerate(global_index.tolist())]
-            return torch.cat(spectra)
-        n = x.shape[0]
-        if n < 2:
-            raise ValueError("`baselines`='replacement' needs at least 2 images (each image's absences are filled "
-                             f"by another image's spectrum), got {n}")
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + block))
-        partner = torch.empty(n, dtype=torch.long)
-        partner[order] = order.roll(-1)  # one cycle through a random order: nobody is its own partner
-        return baseline_spectrum(x, x[partner.to(x.device)])
+        fill_images = self.baseline_images(x, baselines, seed=seed, noise_std=noise_std, dataset_index=dataset_index)
+        return None if fill_images is None else baseline_spectrum(x, fill_images)
 
-    def _coalition_values(self, x: Tensor, targets: Optional[Tensor], args: Optional[Tuple], coalitions: Tensor,
+    def _band_game_values(self, x: Tensor, target: TargetType, args: Optional[Tuple], coalitions: Tensor,
                           fill: Optional[Tensor], rows_per_call: int, bar) -> Tensor:
         """g(x_n ⋈ S) for every image and coalition: float64 (N, U) (one model row each)."""
         n = x.shape[0]
@@ -383,49 +433,67 @@ class SpectralBandShapley(PerturbationAttribution):
         values = torch.empty(n, coalitions.shape[0], dtype=torch.float64)
         for image_index, coalition_index, images in iter_coalition_images(
                 x, players, coalitions, chunk_size=rows_per_call, baseline_fill=fill):
-            call_args = rows_forward_args(args, image_index, n) or ()
-            output = self.forward_func(images, *call_args)
-            values[image_index.cpu(), coalition_index.cpu()] = self._select(output, targets, image_index).cpu()
+            values[image_index.cpu(), coalition_index.cpu()] = self._rows(images, image_index, target, args, n).cpu()
             bar.update(int(image_index.numel()))
         return values
 
-    def _select(self, output: Tensor, targets: Optional[Tensor], image_index: Tensor) -> Tensor:
+    def _rows(self, images: Tensor, image_index: Tensor, target: TargetType, args: Optional[Tuple],
+              n: int) -> Tensor:
+        """g of every row: the forward output, its log-softmax over the last dim (``output="log_softmax"``),
+        then each row's target -> float64 (R,). Non-finite outputs and targets past the output width raise."""
+        call_args = rows_forward_args(args, image_index, n) or ()
+        output = self.forward_func(images, *call_args)
         if not isinstance(output, Tensor):
             raise TypeError(f"`forward_func` must return a tensor, got {type(output).__name__}")
+        output = output.detach()
+        if output.dim() == 0 or output.shape[0] != images.shape[0]:
+            raise ValueError(f"`forward_func` must return one output per image: got shape {tuple(output.shape)} for "
+                             f"{images.shape[0]} images")
+        if not output.dtype.is_floating_point:
+            raise TypeError(f"`forward_func` must return floating-point outputs, got dtype {output.dtype}")
+        if not bool(torch.isfinite(output).all()):
+            raise ValueError(f"`forward_func` ({_describe(self.forward_func)}) returned "
+                             f"{int((~torch.isfinite(output)).sum())} non-finite value(s) (NaN or inf) on masked "
+                             "images; band values of a non-finite output are meaningless")
         output = output.to(torch.float64)
         if output.dim() == 1:
             output = output[:, None]
-        if output.dim() != 2 or output.shape[0] != image_index.numel():
-            raise ValueError(f"`forward_func` must return (batch, num_classes) for a batch of {image_index.numel()} "
-                             f"images, got shape {tuple(output.shape)}")
         if self.output == "log_softmax":
+            if output.shape[-1] == 1:
+                raise ValueError("`forward_func` returns a single column: its log-softmax is 0 for every image, so "
+                                 "every band value would be 0; return (batch, num_classes) logits, or use "
+                                 "output='identity' to take the single output as the score")
             output = torch.log_softmax(output, dim=-1)
-        if targets is None:
-            if output.shape[1] != 1:
-                raise ValueError(f"`target` is required: the forward output has {output.shape[1]} classes")
-            return output[:, 0]
-        row_targets = targets[image_index.to(targets.device)].to(output.device)
-        if int(row_targets.max()) >= output.shape[1]:
-            raise ValueError(f"`target` must be < {output.shape[1]} (the number of classes), "
-                             f"got {int(row_targets.max())}")
-        return output.gather(1, row_targets[:, None])[:, 0]
+        if target is None:
+            if output[0].numel() != 1:
+                raise ValueError(f"the forward output has shape {tuple(output.shape)}: pass `target` (the class of "
+                                 "each image) to select one value per image")
+            return output.reshape(-1)
+        check_target_range(output, target, "target")
+        selected = select_targets(output, rows_target(target, image_index))
+        if selected.numel() != images.shape[0]:
+            raise ValueError(f"the forward output must give one value per image after `target` selection; got shape "
+                             f"{tuple(selected.shape)} from output {tuple(output.shape)} (pass `target`)")
+        return selected.reshape(-1)
 
     def _block_targets(self, target: Any, labels: Optional[Tensor], global_index: Tensor,
-                       total_images: Optional[int], device) -> Tensor:
+                       total_images: Optional[int], device) -> TargetType:
+        """The target of one block of the data: its labels, or the matching slice of ``target``."""
         k = global_index.numel()
         if target is None:
             if labels is None:
                 raise ValueError("`target` is required when `data` has no labels (pass (x, y) or target=...)")
-            check_labels(labels, "labels", k)
-            return labels.to(torch.long)
+            return labels.to(device=device, dtype=torch.long)
+        if isinstance(target, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in target):
+            target = torch.tensor(target, dtype=torch.long)
         if isinstance(target, Tensor) and target.dim() == 1 and target.numel() > 1:
             if total_images is not None and target.numel() != total_images:
                 raise ValueError(f"`target` tensor must have one class per image ({total_images}), "
                                  f"got {target.numel()}")
             if int(global_index[-1]) >= target.numel():
                 raise ValueError(f"`target` tensor has {target.numel()} entries but `data` has more images")
-            return _target_tensor(target[global_index.to(target.device)], k, device)
-        return _target_tensor(target, k, device)
+            target = target[global_index.to(target.device)]
+        return self._prepare_target(target, k)
 
     def _summarize(self, psi_sum: Tensor, outer_sum: Tensor, total_sum: Tensor, count: int,
                    pair_sum: Optional[Tensor], rows_per_image: int, method: str, baselines, beta: float,
@@ -456,7 +524,7 @@ class SpectralBandShapley(PerturbationAttribution):
         hi, lo = int(psi.argmax()), int(psi.argmin())
         spread = float(psi[hi] - psi[lo])
         spread_se = float((cov_total[hi, hi] + cov_total[lo, lo] - 2 * cov_total[hi, lo]).clamp(min=0).sqrt())
-        p_value, tested = _equal_values_test(psi, cov_total, count)
+        p_value, tested = equal_means_test(psi, cov_total, count)
         ratio = f"spread max-min of psi = {spread:.3g} ({spread / spread_se:.1f} s.e.)" if spread_se > 0 else \
             f"spread max-min of psi = {spread:.3g}"
         if not tested:
@@ -474,166 +542,29 @@ class SpectralBandShapley(PerturbationAttribution):
             values=psi, sid=sid, srs=srs, stderr=stderr, stderr_images=stderr_images,
             stderr_sampling=stderr_sampling, total_value=float(total_sum / count), num_images=count,
             num_bands=self.num_bands, rows_evaluated=count * rows_per_image, method=method,
-            baseline=baselines if isinstance(baselines, str) else "images", distinguishable=distinguishable,
+            baseline=_baseline_name(baselines), distinguishable=distinguishable,
             message=message, p_value=p_value, spread=spread, spread_stderr=spread_se, covariance=cov_total)
 
 
 # ---------------------------------------------------------------------------- helpers
-def _equal_values_test(values: Tensor, covariance: Tensor, num_images: int) -> Tuple[float, bool]:
-    """Hotelling T² test of H0: all M values equal, from their mean (M,) and its covariance (M, M).
-
-    Uses the M-1 successive differences d = ψ_{i+1} - ψ_i with covariance S = C Σ C^T:
-    ``T² = d^T S^+ d`` and ``F = (K-r) / ((K-1) r) T² ~ F(r, K-r)`` (r = rank of S, K images).
-    A difference with zero variance but a non-zero mean is a certain difference (p = 0).
-    Returns (p-value, whether the test could be computed).
-    """
-    m = values.shape[0]
-    if not bool(torch.isfinite(covariance).all()):
-        return float("nan"), False
-    contrasts = torch.eye(m, dtype=torch.float64)[1:] - torch.eye(m, dtype=torch.float64)[:-1]
-    diff = contrasts @ values
-    cov = contrasts @ covariance @ contrasts.T
-    eigenvalues, eigenvectors = torch.linalg.eigh((cov + cov.T) / 2)
-    projected = eigenvectors.T @ diff
-    scale = float(max(eigenvalues.abs().max(), 1e-300))
-    kept = eigenvalues > 1e-12 * scale
-    if bool((projected[~kept].abs() > 1e-9 * max(float(diff.abs().max()), 1e-300)).any()):
-        return 0.0, True  # a difference every image agrees on exactly
-    rank = int(kept.sum())
-    if rank == 0:
-        return 1.0, True  # no differences at all
-    df2 = num_images - rank
-    if df2 <= 0:
-        return float("nan"), False
-    t2 = float((projected[kept] ** 2 / eigenvalues[kept]).sum())
-    f_stat = df2 / ((num_images - 1) * rank) * t2
-    return _f_survival(f_stat, rank, df2), True
-
-
-def _f_survival(f_stat: float, df1: int, df2: int) -> float:
-    """P(F(df1, df2) > f_stat) = I_{df2 / (df2 + df1 f)}(df2 / 2, df1 / 2) (regularized incomplete beta)."""
-    if f_stat <= 0:
-        return 1.0
-    return _betainc(df2 / 2.0, df1 / 2.0, df2 / (df2 + df1 * f_stat))
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b) by Lentz's continued fraction (Numerical Recipes 6.4)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x > (a + 1.0) / (a + b + 2.0):
-        return 1.0 - _betainc(b, a, 1.0 - x)
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    result = d
-    for step in range(1, 500):
-        for numerator in (step * (b - step) * x / ((a + 2 * step - 1) * (a + 2 * step)),
-                          -(a + step) * (a + b + step) * x / ((a + 2 * step) * (a + 2 * step + 1))):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            result *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return math.exp(log_front) * result / a
-
-
 def _num_pairs(n_samples: int) -> int:
     return (n_samples + 1) // 2
 
 
-def _target_tensor(target: Any, n: int, device) -> Optional[Tensor]:
-    """Captum classification targets -> long tensor (N,) or None."""
-    if target is None:
-        return None
-    if isinstance(target, bool):
-        raise TypeError("`target` must be an int, a tensor or a list of ints, got bool")
-    if isinstance(target, int):
-        if target < 0:
-            raise ValueError(f"`target` must be a class index >= 0, got {target}")
-        return torch.full((n,), target, dtype=torch.long, device=device)
+def _baseline_name(baselines: Any) -> str:
+    """The baseline as recorded in :class:`BandImportance`: a string, or "images" for a tensor."""
+    if isinstance(baselines, tuple) and len(baselines) == 1:
+        baselines = baselines[0]
+    if baselines is None or (isinstance(baselines, (int, float)) and not isinstance(baselines, bool)
+                             and baselines == 0):
+        return "zero"
+    return baselines if isinstance(baselines, str) else "images"
+
+
+def _subset_target(target: TargetType, local: Tensor) -> TargetType:
+    """The target of the images ``local`` of a block (per-image targets are indexed, shared ones kept)."""
+    if isinstance(target, Tensor) and target.dim() == 1:
+        return target[local.to(target.device)]
     if isinstance(target, list):
-        if any(isinstance(t, tuple) for t in target):
-            raise ValueError("`target` tuples (multi-dimensional outputs) are not supported: the output must be "
-                             "(batch, num_classes)")
-        target = torch.tensor(target, dtype=torch.long)
-    if not isinstance(target, Tensor):
-        raise TypeError(f"`target` must be an int, a tensor or a list of ints, got {type(target).__name__}")
-    if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
-        raise TypeError(f"`target` must hold integer class indices, got dtype {target.dtype}")
-    if target.dim() == 0 or target.numel() == 1:
-        return _target_tensor(int(target.reshape(())), n, device)
-    if target.dim() != 1 or target.numel() != n:
-        raise ValueError(f"`target` must be an int or have one class per image ({n}), got shape {tuple(target.shape)}")
-    if int(target.min()) < 0:
-        raise ValueError(f"`target` must hold class indices >= 0, got {int(target.min())}")
-    return target.to(device=device, dtype=torch.long)
-
-
-def _data_length(data: Any) -> Optional[int]:
-    if isinstance(data, Tensor):
-        return int(data.shape[0]) if data.dim() > 0 else None
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
-        return int(data[0].shape[0]) if data[0].dim() > 0 else None
-    dataset = getattr(data, "dataset", None)
-    try:
-        return len(dataset) if dataset is not None else None
-    except TypeError:
-        return None
-
-
-def _iter_blocks(data: Any) -> Iterator[Tuple[Tensor, Optional[Tensor]]]:
-    """Yield (x, labels or None) blocks from a tensor, an (x, y) pair or an iterable of batches."""
-    if isinstance(data, Tensor):
-        yield data, None
-        return
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
-        x, y = data
-        if not isinstance(y, Tensor):
-            raise TypeError(f"`data` labels must be a tensor (K,), got {type(y).__name__}")
-        check_labels(y, "data labels", x.shape[0] if x.dim() > 0 else 0)
-        yield x, y
-        return
-    if not hasattr(data, "__iter__"):
-        raise TypeError("`data` must be a tensor x, a pair (x, y) or an iterable/DataLoader of (x, y) batches, "
-                        f"got {type(data).__name__}")
-    for batch in data:
-        if isinstance(batch, Tensor):
-            yield batch, None
-        elif isinstance(batch, (tuple, list)) and len(batch) >= 1 and isinstance(batch[0], Tensor):
-            yield batch[0], (batch[1] if len(batch) > 1 else None)
-        else:
-            raise TypeError(f"`data` batches must be tensors or (x, y) pairs, got {type(batch).__name__}")
-
-
-def _dist_rank_world() -> Tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _all_reduce_sums(*sums: Optional[Tensor]) -> List[Optional[Tensor]]:
-    """Sum float64 accumulators across ranks (no-op without torch.distributed)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return list(sums)
-    present = [s for s in sums if s is not None]
-    flat = torch.cat([s.reshape(-1) for s in present])
-    backend = torch.distributed.get_backend()
-    device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
-    flat = flat.to(device)
-    torch.distributed.all_reduce(flat)
-    flat = flat.cpu()
-    out: List[Optional[Tensor]] = []
-    start = 0
-    for s in sums:
-        if s is None:
-            out.append(None)
-            continue
-        out.append(flat[start:start + s.numel()].reshape(s.shape))
-        start += s.numel()
-    return out
+        return [target[int(i)] for i in local.tolist()]
+    return target

@@ -47,6 +47,7 @@ from .players import (
     players_from_map,
     radial_band_players,
 )
+from .dct import apply_dct_mask
 
 __all__ = [
     "HighPass", "LowPass", "Players",
@@ -57,4 +58,5 @@ __all__ = [
     "make_players", "mirror_indices", "patch_grid_players", "players_from_map", "radial_band_players",
     "radial_bin_index", "radial_mask", "radial_profile", "relative_change_dct", "render_coalitions", "rfft2",
     "spectral_importance_distribution", "spectral_robustness_score", "spectral_snr",
+    "apply_dct_mask",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Optional
 
 import torch
 
@@ -53,3 +54,46 @@ def idct2(coefficients: torch.Tensor) -> torch.Tensor:
     d_h = dct_matrix(coefficients.shape[-2], dtype=dtype, device=coefficients.device)
     d_w = dct_matrix(coefficients.shape[-1], dtype=dtype, device=coefficients.device)
     return (d_h.T @ coefficients.to(dtype) @ d_w).to(coefficients.dtype)
+
+
+def apply_dct_mask(x: torch.Tensor, mask: torch.Tensor, fill: Optional[torch.Tensor] = None, *,
+                   keep: bool = True) -> torch.Tensor:
+    """Images with a selection of their orthonormal DCT coefficients kept (or occluded).
+
+    ``keep=True`` returns ``IDCT(where(mask, DCT(x), fill))``: the coefficients selected by ``mask``
+    are kept and the others replaced by ``fill``; ``keep=False`` occludes the selected coefficients
+    instead, ``IDCT(where(mask, fill, DCT(x)))`` (Wang2020a, Definition 1: occluding a group of
+    frequencies). Several masks at once broadcast: a mask (G, 1, 1, H, W) on images (N, C, H, W)
+    gives (G, N, C, H, W).
+
+    Args:
+        x: images (..., H, W), real floating.
+        mask: boolean (..., H, W) in DCT layout ([0, 0] = DC), broadcastable against ``x``.
+        fill: DCT coefficients that replace the others, broadcastable against ``x`` (None: zero).
+        keep: keep (True, default) or occlude (False) the coefficients selected by ``mask``.
+
+    Returns:
+        Images of the broadcast shape of ``x``, ``mask`` and ``fill``, in ``x``'s dtype and device.
+
+    Example:
+        >>> x = torch.rand(2, 3, 4, 4, dtype=torch.float64)
+        >>> dc = torch.zeros(4, 4, dtype=torch.bool); dc[0, 0] = True
+        >>> torch.allclose(apply_dct_mask(x, dc), x.mean((-2, -1), keepdim=True).expand_as(x))
+        True
+        >>> torch.allclose(apply_dct_mask(x, dc) + apply_dct_mask(x, dc, keep=False), x)
+        True
+        >>> apply_dct_mask(x, torch.stack([dc, ~dc])[:, None, None]).shape
+        torch.Size([2, 2, 3, 4, 4])
+    """
+    check_floating(x, "x")
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        raise TypeError(f"`mask` must be a boolean tensor (..., H, W), got "
+                        f"{type(mask).__name__ if not isinstance(mask, torch.Tensor) else mask.dtype}")
+    if mask.dim() < 2 or tuple(mask.shape[-2:]) != tuple(x.shape[-2:]):
+        raise ValueError(f"`mask` must end in the images' (H, W) = {tuple(x.shape[-2:])}, "
+                         f"got shape {tuple(mask.shape)}")
+    coefficients = dct2(x)
+    mask = mask.to(coefficients.device)
+    fill = coefficients.new_zeros(()) if fill is None else fill.to(device=coefficients.device, dtype=coefficients.dtype)
+    mixed = torch.where(mask, coefficients, fill) if keep else torch.where(mask, fill, coefficients)
+    return idct2(mixed)
