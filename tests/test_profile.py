@@ -25,6 +25,7 @@ def fast_report(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_report_has_every_section_plot_and_metric(fast_report):
     metrics = json.loads((fast_report / "metrics.json").read_text())
     assert metrics["schema_version"] == 2 and metrics["preset"] == "fast" and metrics["n_examples"] == 20
@@ -54,6 +55,7 @@ def test_report_has_every_section_plot_and_metric(fast_report):
     assert "<link" not in html and "<script" not in html
 
 
+@pytest.mark.slow
 def test_metrics_agree_with_library_functions(fast_report, reference_model, cifar_samples):
     from freqplug import HFAttack, SpectralBandShapley
     from freqplug.eval import AutoAttackRunner, perturbation_spectrum
@@ -107,6 +109,7 @@ def test_python_api_leaves_the_model_as_it_was(cifar_samples):
     assert torch.equal(x, x_before)
 
 
+@pytest.mark.slow
 def test_rerun_reuses_every_cached_stage(fast_report, tmp_path, capsys):
     out = tmp_path / "copy"
     shutil.copytree(fast_report, out)
@@ -174,6 +177,7 @@ def test_torchrun_equals_single_process(fast_report, tmp_path):
                 assert sharded[stage][key] == pytest.approx(value, rel=1e-5, abs=1e-9), (stage, key)
 
 
+@pytest.mark.slow
 def test_several_models_get_a_comparison_table_and_overlaid_curves(cifar_samples, tmp_path):
     from helpers import tiny_cnn
 
