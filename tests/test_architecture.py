@@ -139,12 +139,43 @@ def test_captum_private_api_has_one_importer():
     assert users == ["freqplug/attributions/_captum.py"], users
 
 
+def _reseeds_outside_a_fork(tree: ast.AST):
+    """Lines that seed a global RNG (torch/numpy/random) outside a ``with torch.random.fork_rng(...)`` block."""
+    seeders = {"manual_seed", "seed"}
+    bad = []
+
+    def forked(node: ast.With) -> bool:
+        return any(isinstance(item.context_expr, ast.Call) and ast.unparse(item.context_expr.func).endswith("fork_rng")
+                   for item in node.items)
+
+    def visit(node, inside_fork):
+        if isinstance(node, ast.With) and forked(node):
+            inside_fork = True
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in seeders:
+            owner = ast.unparse(node.func.value)
+            if owner in ("torch", "torch.cuda", "torch.random", "np.random", "numpy.random", "random") \
+                    and not inside_fork:
+                bad.append(node.lineno)
+        for child in ast.iter_child_nodes(node):
+            visit(child, inside_fork)
+
+    visit(tree, False)
+    return bad
+
+
 def test_no_global_rng_reseeding():
-    pattern = re.compile(r"torch\.(cuda\.)?manual_seed\(|torch\.random\.manual_seed\(|np\.random\.seed\(|"
-                         r"(?<![\w.])random\.seed\(")
-    bad = [f"{p.relative_to(SRC.parent)}:{i}" for _, p, _ in _modules()
-           for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
-    assert not bad, f"global RNG reseeded at {bad}; use a torch.Generator or fork the RNG"
+    bad = [f"{p.relative_to(SRC.parent)}:{line}" for _, p, _ in _modules()
+           for line in _reseeds_outside_a_fork(ast.parse(p.read_text()))]
+    assert not bad, f"global RNG reseeded at {bad}; use a torch.Generator or fork the RNG around it"
+
+
+def test_reseeding_check_catches_a_bare_seed_and_allows_a_forked_one():
+    bare = ast.parse("import torch\ntorch.manual_seed(0)\n")
+    forked = ast.parse("import torch\nwith torch.random.fork_rng(devices=[]):\n    torch.manual_seed(0)\n")
+    generator = ast.parse("import torch\ng = torch.Generator().manual_seed(0)\n")
+    assert _reseeds_outside_a_fork(bare) == [2]
+    assert _reseeds_outside_a_fork(forked) == []
+    assert _reseeds_outside_a_fork(generator) == []
 
 
 @pytest.mark.parametrize("root", ["src", "README.md", "examples", "bench"])
