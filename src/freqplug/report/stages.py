@@ -388,11 +388,12 @@ def _run_masked_noise(ctx: StageContext):
     else:  # torchattacks has no L1 PGD; an Linf table would be reported under the wrong threat model
         return {"metrics": {"skipped": f"no PGD for threat model {norm} in torchattacks"}, "arrays": {}}
     k = ctx.n if s["n_images"] is None else min(s["n_images"], ctx.n)
-    # PGD's random start draws from the global RNG: seeded for reproducibility (profile() forks the
-    # global RNG around all stages, so the user's random stream is untouched).
-    torch.manual_seed(ctx.seed)
-    table = masked_noise_table(ctx.model, pgd, ctx.x[:k], ctx.y[:k], batch_size=ctx.batch_size,
-                               shapley={"players": s["players"], "n_samples": s["n_samples"], "seed": ctx.seed})
+    # PGD's random start draws from the global RNG: seeded for reproducibility inside a fork (profile() also
+    # forks the global RNG around all stages, devices included), so the user's random stream is untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.seed)
+        table = masked_noise_table(ctx.model, pgd, ctx.x[:k], ctx.y[:k], batch_size=ctx.batch_size,
+                                   shapley={"players": s["players"], "n_samples": s["n_samples"], "seed": ctx.seed})
     return {"metrics": {"error_rate": table, "n_images": k, "attack": f"PGD ({norm}, eps={format_eps(eps, norm)}, "
                                                                        f"{s['pgd_steps']} steps, random start)"},
             "arrays": {}}
