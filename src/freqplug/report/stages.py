@@ -412,7 +412,7 @@ def _run_band_shapley(ctx: StageContext):
 
     s = ctx.own
     result = SpectralBandShapley(ctx.model, num_bands=s["num_bands"]).importance(
-        (ctx.x.to(ctx.device), ctx.y.to(ctx.device)), batch_size=ctx.batch_size, seed=ctx.seed,
+        (ctx.x.to(ctx.device), ctx.y.to(ctx.device)), internal_batch_size=ctx.batch_size, seed=ctx.seed,
         show_progress=ctx.show_progress)
     if not _dist.is_writer():
         return None
@@ -439,7 +439,8 @@ def _run_frequency_shapley(ctx: StageContext):
     x, y = ctx.x[:k].to(ctx.device), ctx.y[:k].to(ctx.device)
     fs = FrequencyShapley(lambda z: torch.softmax(model(z), dim=1))  # Chen2022's game: class probability
     result = fs.attribute(x, target=y, players=s["players"], n_samples=s["n_samples"], seed=ctx.seed,
-                          perturbations_per_eval=ctx.batch_size, show_progress=ctx.show_progress,
+                          perturbations_per_eval=max(1, ctx.batch_size // k),  # <= batch_size rows per call
+                          show_progress=ctx.show_progress,
                           return_result=True)
     attributions = result.attributions.cpu()
     mean_map = centered_attributions(attributions.mean(0))
