@@ -14,7 +14,8 @@ from .autoattack_runner import (
     EvaluationState,
     available_backends,
 )
-from .frequency import FrequencyRobustness, evaluate_frequency_robustness, frequency_band_masks, perturbation_spectrum
+from .frequency import (FrequencyRobustness, evaluate_frequency_robustness, evaluate_masked_perturbations,  # noqa: F401
+                        frequency_band_masks, perturbation_spectrum)
 from .robustbench import CheckpointNotFoundError, benchmark, checkpoint_paths, load_model, model_names
 
 __all__ = [
