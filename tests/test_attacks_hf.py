@@ -13,8 +13,6 @@ from freqplug.spectral import frequency_radius, low_high_split
 from helpers import CountingModel, NaNModel, tiny_cnn
 from helpers.attacks import scan_radii_by_walking
 
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2471, 0.2435, 0.2616)
 SCAN = dict(min_radius=8.0, step=2.0)  # 8 radii from 22.6 down to 8.6 on 32x32
 
 
@@ -131,9 +129,12 @@ def test_targeted_by_label(reference_model, cifar_samples):
     assert torch.equal(adv[~attack.success], x[picks][~attack.success])
 
 
-@pytest.mark.parametrize("mode", ["random", "least_likely"])
-def test_targeted_random_and_least_likely(reference_model, cifar_samples, mode):
+@pytest.mark.parametrize("mode,picks", [("random", [0, 1, 2]), ("least_likely", [0, 5, 17])])
+def test_targeted_random_and_least_likely(reference_model, cifar_samples, mode, picks):
+    # Images where the scan reaches the target (measured on all 20: random 0, 2, 4, 8, 11 with seed 0;
+    # least-likely 5, 17, 18); random targets are drawn image by image, so x[:3] gets the same ones.
     x, y = cifar_samples
+    x, y = x[picks], y[picks]
     attack = HFAttack(reference_model, min_radius=2.0, step=2.0)
     getattr(attack, f"set_mode_targeted_{mode}")(quiet=True)
     torch.manual_seed(0)
@@ -155,34 +156,11 @@ def test_targeted_random_and_least_likely(reference_model, cifar_samples, mode):
     assert counter.rows == int(attack.num_evaluations.sum()) + 2 * x.shape[0]
     assert adv.min() >= 0 and adv.max() <= 1
     success = attack.success
-    assert success.any(), "the scan down to radius 2 reaches some targets (measured: 5 random, 3 least-likely)"
+    assert success.any(), "the scan down to radius 2 reaches some of these targets"
     with torch.no_grad():
         predictions = reference_model(adv).argmax(1)
     assert torch.equal(predictions[success], attack.targets[success]), "a success must be classified as its target"
     assert torch.equal(adv[~success], x[~success])
-
-
-def test_normalization_round_trip(reference_model, cifar_samples):
-    x, y = cifar_samples
-    x, y = x[[0, 1, 3]], y[[0, 1, 3]]
-    mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
-
-    class ExpectsNormalized(nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, z):
-            return self.model(z * std + mean)
-
-    plain = HFAttack(reference_model, **SCAN)
-    expected = plain(x, y)
-    normalized = HFAttack(ExpectsNormalized(reference_model), **SCAN)
-    normalized.set_normalization_used(mean=CIFAR_MEAN, std=CIFAR_STD)
-    out = normalized((x - mean) / std, y)
-    torch.testing.assert_close(out * std + mean, expected, rtol=0, atol=1e-5)
-    assert torch.equal(normalized.success, plain.success)
 
 
 def test_range_dtype_inputs_and_model_untouched(reference_model, cifar_samples):
@@ -272,7 +250,7 @@ def test_labels_outside_the_model_width_raise(reference_model, cifar_samples):
         HFAttack(reference_model)(x[:2], torch.tensor([-1, 0]))
     by_label = HFAttack(reference_model)
     by_label.set_mode_targeted_by_label(quiet=True)
-    with pytest.raises(ValueError, match=r"labels \(target classes"):
+    with pytest.raises(ValueError, match=r"`labels` \(target classes"):
         by_label(x[:2], torch.tensor([3, 10]))
     by_function = HFAttack(reference_model)
     by_function.set_mode_targeted_by_function(lambda images, labels: labels + 10, quiet=True)
@@ -294,8 +272,8 @@ def test_tiny_step_is_bounded_by_the_distinct_radii(cifar_samples):
     attack = HFAttack(model, step=1e-9, batch_size=512)
     radii = attack.candidate_radii(32, 32)
     distinct = torch.unique(frequency_radius(32, 32))
-    in_range = distinct[(distinct >= 8.0) & (distinct <= distinct.max())]
-    # One radius per distinct mask: just below every distinct radius d > 8 of the grid, plus the start.
+    in_range = distinct[distinct > 8.0]
+    # One radius per distinct mask: (just below) every distinct radius d > min_radius of the grid.
     assert len(radii) == len(in_range)
     assert all(abs(r - float(d)) < 1e-6 for r, d in zip(radii, in_range.flip(0)))
     attack(x[:1], y[:1])

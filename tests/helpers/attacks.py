@@ -34,14 +34,18 @@ def denormalize(z, mean=CIFAR_MEAN, std=CIFAR_STD):
     return z * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)
 
 
-def numpy_masked(x: torch.Tensor, x_adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``clip(x + real(ifft2(mask * fft2(x_adv - x))), 0, 1)`` with numpy's FFT (Chen2022 eq. 11), float64."""
+def numpy_masked_delta(x: torch.Tensor, x_adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``real(ifft2(mask * fft2(x_adv - x)))`` with numpy's FFT (Chen2022 eq. 11), float64."""
     delta = (x_adv.double() - x.double()).numpy()
     m = mask.double().numpy()
     if m.ndim == 3:
         m = m[:, None]
-    masked = np.real(np.fft.ifft2(np.fft.fft2(delta, axes=(-2, -1)) * m, axes=(-2, -1)))
-    return torch.from_numpy(np.clip(x.double().numpy() + masked, 0.0, 1.0))
+    return torch.from_numpy(np.real(np.fft.ifft2(np.fft.fft2(delta, axes=(-2, -1)) * m, axes=(-2, -1))))
+
+
+def numpy_masked(x: torch.Tensor, x_adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``clip(x + real(ifft2(mask * fft2(x_adv - x))), 0, 1)`` with numpy's FFT (Chen2022 eq. 11), float64."""
+    return (x.double() + numpy_masked_delta(x, x_adv, mask)).clamp(0.0, 1.0)
 
 
 def numpy_band(height: int, width: int, band: str, low: float = 0.4, high: float = 0.6) -> torch.Tensor:
