@@ -88,6 +88,7 @@ def test_hf_counts_its_model_evaluations(hf_run, cifar_samples):
     assert (attack.num_evaluations >= 1).all() and (attack.num_evaluations <= len(attack.radii)).all()
 
 
+@pytest.mark.slow
 def test_sequential_scan_agrees_and_stops_at_the_first_success(hf_run, reference_model, cifar_samples):
     x, y = cifar_samples
     batched, adv_batched, _ = hf_run
@@ -188,6 +189,7 @@ def test_training_mode_setting_is_restored(reference_model, cifar_samples):
     assert all(torch.equal(a, b) for a, b in zip(stats, reference_model.buffers()))
 
 
+@pytest.mark.slow
 def test_clean_accuracy_above_robust_accuracy_and_save(reference_model, cifar_samples, tmp_path):
     # torchattacks' own check (clean_acc >= robust_acc), through Attack.save() and Attack.load(), made
     # able to fail: on these 4 images the scan fools the model on image 2 (a 100 %-accurate model would

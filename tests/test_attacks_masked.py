@@ -50,6 +50,7 @@ def test_radial_masks_remove_the_other_frequencies(reference_model, cifar_sample
         assert torch.equal(frequency_mask(32, 32, kind), band_mask(32, 32, kind))
 
 
+@pytest.mark.slow
 def test_all_ones_mask_is_a_no_op(reference_model, cifar_samples):
     x, y = cifar_samples
     x, y = x[:5], y[:5]
@@ -84,6 +85,7 @@ def test_settings_propagate_to_the_wrapped_attack(reference_model):
         FrequencyMaskedAttack(torchattacks.VANILA(reference_model)).set_mode_targeted_by_label(quiet=True)
 
 
+@pytest.mark.slow
 def test_targeted_mode_reaches_the_targets(reference_model, cifar_samples):
     x, y = cifar_samples
     x, y = x[:2], y[:2]
@@ -133,6 +135,7 @@ def test_projection_keeps_delta_in_the_eps_ball(reference_model, cifar_samples):
     assert float((projected(x, y) - x).abs().max()) <= EPS + 1e-6
 
 
+@pytest.mark.slow
 def test_positive_and_negative_masks_follow_the_shapley_signs(reference_model, cifar_samples):
     from freqplug.attributions import FrequencyShapley
 
@@ -154,6 +157,7 @@ def test_positive_and_negative_masks_follow_the_shapley_signs(reference_model, c
     assert torch.equal(attack.last_mask, phi > 0)
 
 
+@pytest.mark.slow
 def test_masked_noise_table(reference_model, cifar_samples):
     x, y = cifar_samples
     x, y = x[:3], y[:3]
@@ -166,7 +170,7 @@ def test_masked_noise_table(reference_model, cifar_samples):
     adv = fgsm(x, y)
     with torch.no_grad():
         def error(images):
-            return float((reference_model(images.float()).argmax(1) != y).float().mean())
+            return float((reference_model(images.float()).argmax(1) != y).double().mean())
         assert table["x+delta"] == error(adv)
         for kind in ("low", "high"):
             assert table[f"x+delta_{kind}"] == error(numpy_masked(x, adv, numpy_band(32, 32, kind)))
