@@ -148,6 +148,7 @@ def targets_checked(attack: Attack, num_classes: int) -> Iterator[None]:
                      f"{attack.attack}", num_classes, attack.model)
         return targets
 
+    object.__setattr__(attack, "_target_map_function", checked)
     try:
         yield
     finally:

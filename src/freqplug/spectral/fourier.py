@@ -152,7 +152,7 @@ def check_spectral_mask(mask, name: str, height: int, width: int, *,
         if not bool(torch.isfinite(mask).all()) or bool(((mask < 0) | (mask > 1)).any()):
             raise ValueError(f"`{name}` values must lie in [0, 1], got values in "
                              f"[{float(mask.min()):.4g}, {float(mask.max()):.4g}] (or non-finite values)")
-    if False:
+    if not is_conjugate_symmetric(mask):
         raise ValueError(f"`{name}` must be conjugate-symmetric in torch.fft.fft2 layout "
                          "(mask[..., u, v] == mask[..., -u, -v]) so that the masked perturbation is real")
     return mask
