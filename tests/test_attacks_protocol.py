@@ -135,6 +135,13 @@ def test_attack_result_of_other_inputs_is_refused(setup, aa_first_half):
         evaluate_frequency_robustness(model, x[:4].flip(0), y[:4].flip(0), attack_result=result)
     with pytest.raises(ValueError, match="attack_result.*shape"):
         evaluate_frequency_robustness(model, x[:3], y[:3], attack_result=result)
+    # Same unbroken points and labels, but the broken points moved: outside the eps-ball of the run.
+    broken = torch.tensor([b not in (None, "clean") for b in result.broken_by])
+    assert broken.any()
+    moved = x[:4].clone()
+    moved[broken] = (moved[broken] + 0.05).clamp(0, 1)
+    with pytest.raises(ValueError, match="attack_result.*Linf ball"):
+        evaluate_frequency_robustness(model, moved, y[:4], attack_result=result)
     with pytest.raises(TypeError, match="attack_result"):
         evaluate_frequency_robustness(model, x[:4], y[:4], attack_result=result, n_iter=3)
 
@@ -182,6 +189,19 @@ def test_attack_spectra_is_the_spectrum_measure(setup):
     with torch.no_grad():
         assert spectra["FGSM"]["error_rate"] == pytest.approx(float((model(adv).argmax(1) != y).double().mean()))
     assert spectra["FGSM"]["linf"] == pytest.approx(EPS, abs=1e-6)
+    # Images an attack leaves unchanged count too (only_perturbed=False), unlike AutoAttack's spectrum.
+    def all_but_first(images, labels):
+        mask = torch.ones(images.shape[0], 32, 32, dtype=torch.bool)
+        mask[0] = False
+        return mask
+
+    partial = FrequencyMaskedAttack(fgsm, all_but_first)
+    measured = attack_spectra(model, {"partial": partial}, x, y)["partial"]
+    adv = partial(x, y)
+    assert torch.equal(adv[0], x[0])
+    rct, snr = perturbation_spectrum(x, adv, only_perturbed=False)
+    assert torch.equal(measured["rct"], rct) and torch.equal(measured["snr"], snr)
+    assert not torch.equal(rct, perturbation_spectrum(x, adv)[0])
 
 
 def test_callers_work_under_no_grad_and_leave_the_model(setup):
