@@ -307,7 +307,7 @@ def test_success_rate_counts_only_correctly_classified_images(reference_model, c
     assert attack.success_rate != pytest.approx(attack.success.double().mean().item())
 
 
-def test_works_under_no_grad_and_inference_mode(reference_model, cifar_samples):
+def test_works_under_no_grad(reference_model, cifar_samples):
     x, y = cifar_samples
     expected = HFAttack(reference_model, **SCAN)(x[:3], y[:3])
     with torch.no_grad():

@@ -59,7 +59,7 @@ class FrequencyMaskedAttack(FrequencyAttack):
     ``set_model``) set it too, as in ``torchattacks.MultiAttack``. At construction the wrapper adopts
     the wrapped attack's current mode, normalization and training settings.
 
-    Arguments:
+    Args:
         attack (torchattacks.Attack): the attack whose perturbation is masked.
         mask: ``"high"`` (default) / ``"low"`` (eq. 12 with ``high_threshold`` / ``low_threshold`` times
             r_max), ``"positive"`` / ``"negative"`` (bins whose frequency Shapley value for the true label

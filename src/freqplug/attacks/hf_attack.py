@@ -68,7 +68,7 @@ class HFAttack(FrequencyAttack):
     :attr:`num_counted`. ``success.float().mean()`` instead counts images the model already got
     wrong as successes, which inflates the rate by the clean error.
 
-    Arguments:
+    Args:
         model (nn.Module): model to attack (inputs in [0, 1] unless ``set_normalization_used``).
         min_radius (float): smallest radius tried, in bins. Default ``min(H, W) / 4`` (8 for 32x32).
         step (float): decrement of the radius between candidates, in bins, > 0. (Default: 1)
