@@ -178,7 +178,7 @@ def test_masked_noise_table(reference_model, cifar_samples):
     from freqplug.eval import evaluate_masked_perturbations
 
     result = evaluate_masked_perturbations(reference_model, x, y, adv, masks={}, bands=True)
-    assert table["x+delta_low"] == 1 - result.accuracy["low"] and table["x+delta_high"] == 1 - result.accuracy["high"]
+    assert table["x+delta_low"] == result.error_rate()["low"] and table["x+delta_high"] == result.error_rate()["high"]
 
 
 def test_attack_spectra_and_plot(reference_model, cifar_samples, tmp_path):
