@@ -35,6 +35,7 @@ def main() -> None:
     n = x.shape[0]
     print(f"HFAttack on {n} CIFAR-10 images: {int(attack.success.sum())} fooled, "
           f"{int(attack.num_evaluations.sum())} model evaluations in {attack.num_forward_calls} forward calls")
+    print(f"success rate over the {attack.num_counted} correctly classified images: {100 * attack.success_rate:.0f}%")
     print(f"{'stop radius r':>14}{'success rate':>14}")
     for radius in attack.radii.tolist():
         fooled = int((attack.success & (attack.found_radius >= radius - 1e-9)).sum())

@@ -1,57 +1,54 @@
-"""Frequency-masked adversarial noise (seed 000, Chen et al. 2022, §4.4, eq. 11-12).
+"""Frequency-masked adversarial noise (Chen2022, §4.4, eq. 11-12).
 
 :class:`FrequencyMaskedAttack` wraps any torchattacks attack, runs it, and keeps only chosen
 frequency components of its perturbation ``delta = x_adv - x``:
 
     delta_masked = IDFT(sigma * DFT(delta)),   x_adv' = clamp(x + delta_masked, 0, 1)
 
-with ``sigma`` the low / high radial mask (eq. 12), the positive / negative frequency
-components of the image's frequency Shapley values (PFC / NFC, eq. 11), or any user mask.
-:func:`masked_noise_table` measures seed 000 Fig. 6 for one attack.
+with ``sigma`` the low / high radial mask (eq. 12, :func:`freqplug.spectral.band_mask`), the
+positive / negative frequency components of the image's frequency Shapley values (PFC / NFC,
+eq. 11), or any user mask. :func:`masked_noise_table` measures Chen2022 Fig. 6 for one attack,
+through the one masked-perturbation protocol :func:`freqplug.eval.evaluate_masked_perturbations`.
 """
 
 from __future__ import annotations
 
-from .._model import preserved_model_state
+import warnings
 from typing import Any, Callable, Dict, Optional, Union
 
 import torch
 from torchattacks.attack import Attack
 
+from .._model import num_classes_of, preserved_model_state
 from .._validation import check_choice, check_images, check_labels, check_number, check_positive_int
-from ..spectral import apply_spectral_mask, is_conjugate_symmetric, radial_mask
-from .hf_attack import _RestoresModes
+from ..spectral import apply_spectral_mask
+from ..spectral.filters import HIGH_BAND_THRESHOLD, LOW_BAND_THRESHOLD, band_mask
+from ..spectral.fourier import check_spectral_mask
+from ._base import FrequencyAttack, targets_checked
 
 __all__ = ["FrequencyMaskedAttack", "frequency_mask", "masked_noise_table", "MASKS"]
 
-#: Named masks. "low"/"high": seed 000 eq. 12; "positive"/"negative": eq. 11 (PFC / NFC).
+#: Named masks. "low"/"high": Chen2022 eq. 12; "positive"/"negative": eq. 11 (PFC / NFC).
 MASKS = ("low", "high", "positive", "negative")
 
-#: seed 000 §4.4: epsilon_low = 0.4, epsilon_high = 0.6 (fractions of r_max).
-LOW_THRESHOLD = 0.4
-HIGH_THRESHOLD = 0.6
+#: Chen2022 §4.4: epsilon_low = 0.4, epsilon_high = 0.6 (fractions of r_max); freqplug.spectral's constants.
+LOW_THRESHOLD = LOW_BAND_THRESHOLD
+HIGH_THRESHOLD = HIGH_BAND_THRESHOLD
 
 MaskSpec = Union[str, torch.Tensor, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 
 
 def frequency_mask(height: int, width: int, kind: str, *, low_threshold: float = LOW_THRESHOLD,
                    high_threshold: float = HIGH_THRESHOLD, metric: str = "l2", device=None) -> torch.Tensor:
-    """Radial mask of seed 000 eq. 12, (H, W) bool in ``torch.fft.fft2`` layout.
-
-    ``"low"``: ``r(u, v) < low_threshold * r_max``; ``"high"``: ``r(u, v) > high_threshold * r_max``,
-    with ``r`` the distance of the bin from DC (``metric``) and ``r_max`` the largest one of the grid
-    (``radial_mask(..., normalized=True)``). Conjugate-symmetric, so masked perturbations are real.
-    """
-    check_choice(kind, "mask", ("low", "high"))
-    if kind == "low":
-        check_number(low_threshold, "low_threshold", minimum=0.0, maximum=1.0)
-        return radial_mask(height, width, low_threshold, metric=metric, normalized=True, keep="below", device=device)
-    check_number(high_threshold, "high_threshold", minimum=0.0, maximum=1.0)
-    return radial_mask(height, width, high_threshold, metric=metric, normalized=True, keep="above", device=device)
+    """Deprecated alias of :func:`freqplug.spectral.band_mask` (the same mask, (H, W) bool, fft2 layout)."""
+    warnings.warn("freqplug.attacks.frequency_mask is deprecated and will be removed in the next release; "
+                  "use freqplug.spectral.band_mask (same arguments)", DeprecationWarning, stacklevel=2)
+    return band_mask(height, width, kind, low_threshold=low_threshold, high_threshold=high_threshold, metric=metric,
+                     device=device)
 
 
-class FrequencyMaskedAttack(_RestoresModes):
-    r"""Wrap a torchattacks attack and keep only chosen frequencies of its perturbation (seed 000 eq. 11-12).
+class FrequencyMaskedAttack(FrequencyAttack):
+    r"""Wrap a torchattacks attack and keep only chosen frequencies of its perturbation (Chen2022 eq. 11-12).
 
     ``delta = attack(x, y) - x``; ``delta_masked = IDFT(sigma * DFT(delta))`` per channel (computed with
     :func:`freqplug.spectral.apply_spectral_mask`, real by construction); output
@@ -62,7 +59,7 @@ class FrequencyMaskedAttack(_RestoresModes):
     ``set_model``) set it too, as in ``torchattacks.MultiAttack``. At construction the wrapper adopts
     the wrapped attack's current mode, normalization and training settings.
 
-    Arguments:
+    Args:
         attack (torchattacks.Attack): the attack whose perturbation is masked.
         mask: ``"high"`` (default) / ``"low"`` (eq. 12 with ``high_threshold`` / ``low_threshold`` times
             r_max), ``"positive"`` / ``"negative"`` (bins whose frequency Shapley value for the true label
@@ -74,7 +71,7 @@ class FrequencyMaskedAttack(_RestoresModes):
         shapley: for "positive"/"negative": a ``FrequencyShapley`` instance (its forward function is
             used as is), or a dict of keyword arguments of ``FrequencyShapley.attribute`` (e.g.
             ``{"players": 16, "n_samples": 10, "seed": 0}``) used with the default game: the softmax
-            probability of the true label, ``softmax(get_logits(x))[y]`` (seed 000 eq. 7, as its code).
+            probability of the true label, ``softmax(get_logits(x))[y]`` (Chen2022 eq. 7, as its code).
             The Shapley values are those of the clean images for the labels given to the call (the
             true labels; in ``set_mode_targeted_by_label`` these are the targets).
             Mind the cost: ``N * (2 + n_samples * (P - 1))`` model evaluations for P players.
@@ -86,8 +83,24 @@ class FrequencyMaskedAttack(_RestoresModes):
             outside the mask, so the frequency support is then no longer exact.
         eps (float): radius of that ball; default the wrapped attack's ``eps``.
 
-    After every call, :attr:`last_mask` holds the (N, H, W) mask used and :attr:`last_perturbation`
-    the masked perturbation before clamping (clamping to [0, 1] can add frequencies back where it binds).
+    Checks: every call first forwards the clean images once (N model evaluations) and refuses
+    non-finite logits and labels (or targets in ``set_mode_targeted_by_label``) outside the model's
+    output width K; targets the wrapped attack makes in ``set_mode_targeted_random`` /
+    ``_least_likely`` / ``_by_function`` are checked against K when it makes them. The wrapped
+    attack runs with gradients enabled, so the wrapper also works under ``torch.no_grad()``.
+
+    Cost of one call: ``N`` (clean forward) + the wrapped attack's evaluations + for
+    "positive"/"negative" the Shapley estimate (see ``shapley``).
+
+    After every call, :attr:`last_mask` holds the (N, H, W) mask used, :attr:`last_perturbation`
+    the masked perturbation before clamping (clamping to [0, 1] can add frequencies back where it binds),
+    and :attr:`clean_predictions` / :attr:`clean_correct` the model on the clean images.
+
+    Shape:
+        - images: :math:`(N, C, H, W)` in [0, 1] (normalized images with ``set_normalization_used``).
+        - labels: :math:`(N)` class indices (the targets in ``set_mode_targeted_by_label``).
+        - mask: :math:`(H, W)` or :math:`(N, H, W)`, fft2 layout.
+        - output: :math:`(N, C, H, W)` in [0, 1], on the device and dtype of ``images``.
 
     Examples::
         >>> pgd = torchattacks.PGD(model, eps=8/255, alpha=2/255, steps=10)
@@ -129,18 +142,9 @@ class FrequencyMaskedAttack(_RestoresModes):
         self.project = bool(project)
         self.eps = eps
         self.supported_mode = list(attack.supported_mode)
-        # Adopt the wrapped attack's settings (Attack.__init__ reset ours to defaults).
-        self.device = attack.device
-        self.attack_mode = attack.attack_mode
-        self.targeted = attack.targeted
-        self._target_map_function = attack._target_map_function
-        if hasattr(attack, "_kth_min"):
-            self._kth_min = attack._kth_min
-        self.normalization_used = attack.normalization_used
-        self._normalization_applied = attack._normalization_applied
-        self._model_training = attack._model_training
-        self._batchnorm_training = attack._batchnorm_training
-        self._dropout_training = attack._dropout_training
+        # Adopt the wrapped attack's settings (Attack.__init__ reset ours to defaults), in whatever
+        # state it is: targeted modes, 3-channel normalization, model-mode flags, device.
+        self._adopt_settings(attack)
         self._last_mask = None
         self._last_perturbation = None
 
@@ -164,14 +168,14 @@ class FrequencyMaskedAttack(_RestoresModes):
         spec = self.mask
         if isinstance(spec, str):
             if spec in ("low", "high"):
-                mask = frequency_mask(height, width, spec, low_threshold=self.low_threshold,
-                                      high_threshold=self.high_threshold, metric=self.metric, device=images.device)
+                mask = band_mask(height, width, spec, low_threshold=self.low_threshold,
+                                 high_threshold=self.high_threshold, metric=self.metric, device=images.device)
             else:
                 phi = self._shapley_values(images, labels)
                 mask = phi > 0 if spec == "positive" else phi < 0
         else:
             mask = spec(images, labels) if callable(spec) else spec
-            mask = _check_user_mask(mask, n, height, width)
+            mask = check_spectral_mask(mask, "mask", height, width, batch_size=n)
         mask = mask.to(images.device)
         return mask.expand(n, height, width) if mask.dim() == 2 else mask
 
@@ -192,24 +196,24 @@ class FrequencyMaskedAttack(_RestoresModes):
         return phi.attributions  # a FrequencyShapleyResult (return_result=True)
 
     def _true_class_probability(self, images: torch.Tensor) -> torch.Tensor:
-        # The game of seed 000 eq. 7 as its code plays it: softmax output, target picked by Captum.
+        # The game of Chen2022 eq. 7 as its code plays it: softmax output, target picked by Captum.
         return torch.softmax(self.get_logits(images.to(self._model_dtype(images.dtype))), dim=1)
 
     def forward(self, images, labels):
         r"""
         Overridden.
         """
-        check_images(images, "images")
-        if labels is None:
-            raise ValueError("`labels` must be given (class indices (N,))")
-        check_labels(labels, "labels", images.shape[0])
+        clean_logits = self._check_call(images, labels)
         out_device, out_dtype = images.device, images.dtype
         x = images.clone().detach().to(self.device)
         labels = labels.clone().detach().to(self.device)
         mask = self.get_mask(x, labels)
         # The wrapped attack feeds the model directly: give it the model's dtype.
         model_dtype = self._model_dtype(x.dtype)
-        adv = self.base_attack(x.to(model_dtype), labels).detach().to(device=x.device, dtype=x.dtype)
+        # Gradients on: torchattacks' gradient attacks fail under a caller's torch.no_grad().
+        with torch.enable_grad(), targets_checked(self.base_attack, int(clean_logits.shape[1])):
+            adv = self.base_attack(x.to(model_dtype), labels)
+        adv = adv.detach().to(device=x.device, dtype=x.dtype)
         delta_masked = apply_spectral_mask(adv - x, mask, check_symmetry=False)
         if self.project:
             delta_masked = delta_masked.clamp(-self.eps, self.eps)
@@ -228,76 +232,74 @@ def _check_mask_spec(mask) -> None:
         raise ValueError(f"`mask` tensor must have shape (H, W) or (N, H, W), got {tuple(mask.shape)}")
 
 
-def _check_user_mask(mask, n: int, height: int, width: int) -> torch.Tensor:
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"`mask` callable must return a tensor, got {type(mask).__name__}")
-    if mask.dim() not in (2, 3) or tuple(mask.shape[-2:]) != (height, width) or (mask.dim() == 3 and mask.shape[0] != n):
-        raise ValueError(f"`mask` must have shape ({height}, {width}) or ({n}, {height}, {width}), "
-                         f"got {tuple(mask.shape)}")
-    if mask.dtype != torch.bool:
-        if not mask.dtype.is_floating_point:
-            raise TypeError(f"`mask` must be bool or float in [0, 1], got dtype {mask.dtype}")
-        if bool(((mask < 0) | (mask > 1)).any()):
-            raise ValueError("`mask` float values must lie in [0, 1]")
-    if not is_conjugate_symmetric(mask):
-        raise ValueError("`mask` must be conjugate-symmetric in torch.fft.fft2 layout (mask[u, v] == mask[-u, -v]) "
-                         "so that the masked perturbation is real")
-    return mask
-
-
 def masked_noise_table(model, attack: Attack, x: torch.Tensor, y: torch.Tensor, *,
                        masks=("low", "high", "positive", "negative"), shapley: Optional[Union[Any, Dict]] = None,
                        shapley_kwargs: Optional[Dict[str, Any]] = None,
                        low_threshold: float = LOW_THRESHOLD, high_threshold: float = HIGH_THRESHOLD,
                        project: bool = False, batch_size: int = 256) -> Dict[str, float]:
-    """Error rates of ``model`` under masked adversarial noise: seed 000 Fig. 6.
+    """Error rates of ``model`` under masked adversarial noise: Chen2022 Fig. 6.
 
     Runs ``attack`` once, then evaluates ``x``, ``x + delta`` and ``clamp(x + delta_masked, 0, 1)``
-    for every mask (the same delta for all, as in the paper).
+    for every mask (the same delta for all, as in the paper), through the one masked-perturbation
+    protocol :func:`freqplug.eval.evaluate_masked_perturbations` (this is its error-rate view).
+
+    Checks before the attack runs: ``x``, ``y``, and one forward of ``x[:1]`` (finite logits, ``y``
+    inside the model's output width); targets the attack's targeted mode makes are checked too.
+    Works under ``torch.no_grad()`` (the attack runs with gradients enabled).
+
+    Cost: 1 + the attack's evaluations + ``N * (2 + len(masks))`` model evaluations, plus the
+    Shapley estimate for "positive"/"negative" (``N * (2 + n_samples * (P - 1))`` for P players).
 
     Args:
-        model: the classifier (inputs in [0, 1]).
+        model: the classifier (inputs in [0, 1]); its state is restored.
         attack: a torchattacks attack on ``model`` (untargeted: error = prediction != y).
         x, y: images (N, C, H, W) in [0, 1] and labels (N,).
         masks: which masked noises to measure, among "low", "high", "positive", "negative".
         shapley, shapley_kwargs: passed to :class:`FrequencyMaskedAttack` for the PFC/NFC masks.
+        low_threshold, high_threshold: eps_low, eps_high of eq. 12.
+        project: clip every masked perturbation into the attack's Linf ``eps`` ball.
         batch_size: images per forward call of the evaluation.
 
     Returns:
         ``{"x": e, "x+delta": e, "x+delta_low": e, "x+delta_high": e, "x+delta_PFC": e, "x+delta_NFC": e}``,
-        error rates in [0, 1] (only the requested masks).
+        error rates in [0, 1] (only the requested masks, in the order given).
     """
+    from ..eval.frequency import evaluate_masked_perturbations
+
+    if not isinstance(attack, Attack):
+        raise TypeError(f"`attack` must be a torchattacks.Attack, got {type(attack).__name__}")
     check_images(x, "x")
     check_labels(y, "y", x.shape[0])
-    check_positive_int(batch_size, "batch_size")
+    batch_size = check_positive_int(batch_size, "batch_size")
     names = {"low": "x+delta_low", "high": "x+delta_high", "positive": "x+delta_PFC", "negative": "x+delta_NFC"}
+    if isinstance(masks, str):
+        masks = (masks,)
     for kind in masks:
         check_choice(kind, "masks", tuple(names))
+    eps = None
+    if project:
+        eps = getattr(attack, "eps", None)
+        if eps is None:
+            raise ValueError("`project=True` needs the attack's `eps` (the attack has no `eps` attribute)")
     with preserved_model_state(model):
-        adv = attack(x, y).detach()
-        delta = adv - x
-        table = {"x": _error_rate(model, x, y, batch_size), "x+delta": _error_rate(model, adv, y, batch_size)}
+        num_classes = num_classes_of(model, x, labels=y, labels_name="y")
+        with torch.enable_grad(), targets_checked(attack, num_classes):
+            adv = attack(x, y).detach().to(device=x.device, dtype=x.dtype)
+        mask_tensors: Dict[str, torch.Tensor] = {}
         phi = None  # Shapley values computed once for both PFC and NFC
+        height, width = x.shape[-2:]
         for kind in masks:
-            masked = FrequencyMaskedAttack(attack, kind, low_threshold=low_threshold, high_threshold=high_threshold,
-                                           shapley=shapley, shapley_kwargs=shapley_kwargs, project=project)
             if kind in ("positive", "negative"):
-                phi = masked._shapley_values(x, y) if phi is None else phi
-                mask = phi > 0 if kind == "positive" else phi < 0
+                if phi is None:
+                    explainer = FrequencyMaskedAttack(attack, kind, shapley=shapley, shapley_kwargs=shapley_kwargs)
+                    phi = explainer._shapley_values(x, y)
+                mask_tensors[names[kind]] = phi > 0 if kind == "positive" else phi < 0
             else:
-                mask = masked.get_mask(x, y)
-            delta_masked = apply_spectral_mask(delta, mask, check_symmetry=False)
-            if project:
-                delta_masked = delta_masked.clamp(-masked.eps, masked.eps)
-            table[names[kind]] = _error_rate(model, (x + delta_masked).clamp(0, 1), y, batch_size)
+                mask_tensors[names[kind]] = band_mask(height, width, kind, low_threshold=low_threshold,
+                                                      high_threshold=high_threshold, device=x.device)
+        result = evaluate_masked_perturbations(model, x, y, adv, masks=mask_tensors, bands=False,
+                                               project_eps=eps, batch_size=batch_size)
+    errors = result.error_rate()
+    table = {"x": errors["clean"], "x+delta": errors["full"]}
+    table.update({name: errors[name] for name in mask_tensors})
     return table
-
-
-def _error_rate(model, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
-    model.eval()
-    wrong = 0
-    with torch.no_grad():
-        for start in range(0, images.shape[0], batch_size):
-            logits = model(images[start:start + batch_size])
-            wrong += int((logits.argmax(dim=1) != labels[start:start + batch_size].to(logits.device)).sum())
-    return wrong / images.shape[0]

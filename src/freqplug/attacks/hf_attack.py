@@ -1,4 +1,4 @@
-"""High Frequency (HF) attack (seed 002, Wang et al. 2020, §3.4) as a torchattacks attack.
+"""High Frequency (HF) attack (Wang2020b, §3.4) as a torchattacks attack.
 
 The attack removes high frequencies: for every image it scans radii from the largest down
 and returns the first (largest-radius, least-distorted) low-frequency component
@@ -8,41 +8,24 @@ only (no gradients), and evaluates many (image, radius) candidates per forward c
 
 from __future__ import annotations
 
-from .._model import preserved_model_state
 import math
 from typing import List, Optional
 
 import torch
-from torchattacks.attack import Attack
 from tqdm.auto import tqdm
 
-from .._validation import check_images, check_labels, check_number, check_positive_int
+from .._validation import check_number, check_positive_int
 from ..spectral import apply_spectral_mask, frequency_radius, radial_mask
+from ._base import FrequencyAttack
 
 __all__ = ["HFAttack"]
 
-
-class _RestoresModes(Attack):
-    """Attack whose ``__call__`` restores every module's train/eval flag afterwards.
-
-    torchattacks' ``_recover_model_mode`` only calls ``model.train()`` when the model was in
-    training mode; a model in eval mode attacked with ``set_model_training_mode(True)`` would
-    stay in training mode, and per-module flags (e.g. a frozen BatchNorm) would be lost.
-    """
-
-    def __call__(self, inputs, labels=None, *args, **kwargs):
-        with preserved_model_state(self.model):
-            return super().__call__(inputs, labels, *args, **kwargs)
-
-    def _model_dtype(self, fallback: torch.dtype) -> torch.dtype:
-        for parameter in self.model.parameters():
-            if parameter.dtype.is_floating_point:
-                return parameter.dtype
-        return fallback
+#: Kept one release for code that imported the old private base class.
+_RestoresModes = FrequencyAttack
 
 
-class HFAttack(_RestoresModes):
-    r"""High Frequency attack (seed 002 §3.4): the largest-radius low-pass image the model gets wrong.
+class HFAttack(FrequencyAttack):
+    r"""High Frequency attack (Wang2020b §3.4): the largest-radius low-pass image the model gets wrong.
 
     For every image ``x`` and candidate radius ``r`` (descending), the candidate is
     ``clamp(LFC(x, r), 0, 1)`` with ``LFC(x, r) = low_high_split(x, r)[0]``: the bins of the
@@ -55,7 +38,10 @@ class HFAttack(_RestoresModes):
     Radii: ``start_radius, start_radius - step, ...`` down to ``min_radius`` (inclusive). The
     paper scans integer pseudo-indices (i, j) with an integer step; here the scan is over the
     Euclidean radius itself, in bins, with any positive ``step``. Radii whose mask keeps the
-    same bins as the previous radius are skipped (they would give the same image).
+    same bins as the previous radius are skipped (they would give the same image), so at most
+    one radius per distinct bin radius of the grid is scanned (about 150 on 32x32): any ``step``,
+    however small, costs at most that many candidates per image, and the list is computed from
+    the distinct radii, not by walking every step.
 
     Batching: candidates of many images and radii go through the model together, at most
     ``batch_size`` per forward call. Each round gives every still-unsolved image its next
@@ -63,12 +49,26 @@ class HFAttack(_RestoresModes):
     is that an image may be evaluated at a few radii beyond (smaller than) its first success
     within the round. Those evaluations are counted in :attr:`num_evaluations`.
 
+    Checks: every call first forwards the clean images (``ceil(N / batch_size)`` forward calls)
+    and refuses non-finite logits and labels (or targets) outside the model's output width K;
+    targets made by ``set_mode_targeted_random`` / ``_least_likely`` / ``_by_function`` are
+    checked against K too.
+
+    Cost of one call, in model evaluations (images forwarded): ``N`` for the clean forward, plus
+    ``N`` for the targets in ``set_mode_targeted_random`` / ``_least_likely`` (torchattacks' own
+    forward), plus the scan, at most ``N * len(candidate_radii(H, W))``.
+
     After every call: :attr:`found_radius` (N,) float64, the radius of the returned image (NaN
     when the attack failed); :attr:`success` (N,) bool; :attr:`num_evaluations` (N,) long, the
     model evaluations spent on each image by the scan; :attr:`num_forward_calls`, forward
-    calls of the scan; :attr:`radii`, the radii scanned.
+    calls of the scan; :attr:`radii`, the radii scanned; :attr:`clean_predictions` and
+    :attr:`clean_correct` (N,), the model on the clean images; :attr:`success_rate`, the
+    success rate over the images the model classified correctly (as robust accuracy counts
+    them; Wang2020b reports the attack on correctly classified images), with their number
+    :attr:`num_counted`. ``success.float().mean()`` instead counts images the model already got
+    wrong as successes, which inflates the rate by the clean error.
 
-    Arguments:
+    Args:
         model (nn.Module): model to attack (inputs in [0, 1] unless ``set_normalization_used``).
         min_radius (float): smallest radius tried, in bins. Default ``min(H, W) / 4`` (8 for 32x32).
         step (float): decrement of the radius between candidates, in bins, > 0. (Default: 1)
@@ -78,7 +78,7 @@ class HFAttack(_RestoresModes):
         show_progress (bool): tqdm progress bar over images. (Default: False)
 
     Shape:
-        - images: :math:`(N, C, H, W)` in [0, 1].
+        - images: :math:`(N, C, H, W)` in [0, 1] (normalized images with ``set_normalization_used``).
         - labels: :math:`(N)` class indices (the targets in ``set_mode_targeted_by_label``).
         - output: :math:`(N, C, H, W)` in [0, 1], on the device and dtype of ``images``.
 
@@ -109,6 +109,7 @@ class HFAttack(_RestoresModes):
         self._num_evaluations = None
         self._num_forward_calls = 0
         self._radii = None
+        self._targets = None
 
     # ----------------------------------------------------------------------------- results
     @property
@@ -136,40 +137,88 @@ class HFAttack(_RestoresModes):
         """(K,) float64: the radii scanned in the last call, descending."""
         return self._radii
 
+    @property
+    def targets(self) -> Optional[torch.Tensor]:
+        """(N,) long (CPU): the target classes of the last call in targeted modes; None otherwise."""
+        return self._targets
+
+    @property
+    def counted(self) -> Optional[torch.Tensor]:
+        """(N,) bool: the images :attr:`success_rate` counts.
+
+        The images the model classified correctly (``clean_correct``); in
+        ``set_mode_targeted_by_label``, where the labels are targets, the images whose clean
+        prediction is not already the target.
+        """
+        if self._success is None:
+            return None
+        if self._clean_correct is not None:
+            return self._clean_correct
+        return self._clean_predictions != self._targets
+
+    @property
+    def num_counted(self) -> Optional[int]:
+        """Number of images :attr:`success_rate` counts (see :attr:`counted`)."""
+        counted = self.counted
+        return None if counted is None else int(counted.sum())
+
+    @property
+    def success_rate(self) -> Optional[float]:
+        """Success rate of the last call over :attr:`counted` images (correctly classified ones).
+
+        ``success[counted].mean()``; NaN when no image counts (the model got every image wrong),
+        None before the first call. Compare models with this rate, reported with :attr:`num_counted`.
+        """
+        counted = self.counted
+        if counted is None:
+            return None
+        if not bool(counted.any()):
+            return float("nan")
+        return float(self._success[counted].double().mean())
+
     # ----------------------------------------------------------------------------- scan
     def candidate_radii(self, height: int, width: int) -> List[float]:
-        """Radii scanned for (H, W) images, descending, with duplicate masks removed."""
-        max_radius = float(frequency_radius(height, width).max())
+        """Radii scanned for (H, W) images, descending, with duplicate masks removed.
+
+        The scan ``start, start - step, ...`` (down to ``min_radius``) keeps, of every run of radii
+        with the same mask, the first (largest). Masks change only at the grid's distinct bin
+        radii ``d_0 < d_1 < ...``: every radius in ``(d_j, d_{j+1}]`` keeps the bins of radius
+        ``<= d_j``. So the result is, per interval, the largest ``start - k * step`` inside it: one
+        vectorized step per distinct radius, whatever ``step`` is.
+        """
+        radius_map = frequency_radius(height, width)
+        max_radius = float(radius_map.max())
         start = max_radius if self.start_radius is None else min(float(self.start_radius), max_radius)
         stop = min(height, width) / 4 if self.min_radius is None else float(self.min_radius)
         if start < stop:
             raise ValueError(
                 f"`min_radius` ({stop}) is larger than the largest radius of a {height}x{width} grid "
                 f"({max_radius:.3f}): there is nothing to scan")
-        radius_map = frequency_radius(height, width)
-        radii, previous_kept = [], None
-        num_steps = int(math.floor((start - stop) / self.step + 1e-9))
-        for k in range(num_steps + 1):
-            radius = start - k * self.step
-            kept = int((radius_map < radius).sum())
-            if kept != previous_kept:  # masks are nested: same count == same mask
-                radii.append(radius)
-                previous_kept = kept
-        return radii
+        step = float(self.step)
+        num_steps = int(math.floor((start - stop) / step + 1e-9))
+        upper = torch.unique(radius_map)  # ascending, float64
+        lower = torch.cat([torch.tensor([-math.inf], dtype=upper.dtype), upper[:-1]])
+        # First candidate index k with start - k * step <= upper, corrected for float rounding.
+        k = torch.ceil((start - upper) / step).clamp_min(0)
+        k = torch.where(start - k * step > upper, k + 1, k)
+        k = torch.where((k > 0) & (start - (k - 1) * step <= upper), k - 1, k)
+        radii = start - k * step
+        valid = (k <= num_steps) & (radii > lower)
+        return radii[valid].flip(0).tolist()
 
     def forward(self, images, labels):
         r"""
         Overridden.
         """
-        check_images(images, "images")
-        if labels is None:
-            raise ValueError("`labels` must be given (class indices (N,), or target classes in "
-                             "set_mode_targeted_by_label)")
-        check_labels(labels, "labels", images.shape[0])
         out_device, out_dtype = images.device, images.dtype
+        clean_logits = self._check_call(images, labels, batch_size=self.batch_size)
         x = images.clone().detach().to(self.device)
         labels = labels.clone().detach().to(self.device)
-        target_labels = self.get_target_label(x, labels) if self.targeted else None
+        target_labels = None
+        if self.targeted:
+            with self._targets_checked(self, int(clean_logits.shape[1])):
+                target_labels = self.get_target_label(x, labels).to(self.device)
+        self._targets = None if target_labels is None else target_labels.detach().cpu()
 
         n, _, height, width = x.shape
         radii = self.candidate_radii(height, width)

@@ -1,53 +1,74 @@
-"""Spectra of adversarial perturbations (seed 001 Fig. 2: RCT maps; seed 004 Fig. 2: spectral SNR)."""
+"""Spectra of adversarial perturbations (Wang2020a Fig. 2: RCT maps; Luo2024 Fig. 2: spectral SNR).
+
+:func:`attack_spectra` runs attacks and measures their perturbations with the one spectrum measure,
+:func:`freqplug.eval.perturbation_spectrum`.
+"""
 
 from __future__ import annotations
 
-from .._model import preserved_model_state
 from typing import Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from torchattacks.attack import Attack
 
-from .._validation import check_images, check_labels
-from ..spectral import relative_change_dct, spectral_snr
+from .._model import num_classes_of, predict, preserved_model_state
+from .._validation import check_images, check_labels, check_positive_int
+from ._base import targets_checked
 
 __all__ = ["attack_spectra", "plot_attack_spectra"]
 
 AttacksSpec = Union[Mapping[str, Attack], Sequence[Attack]]
 
 
-def attack_spectra(model, attacks: AttacksSpec, x: torch.Tensor, y: torch.Tensor) -> Dict[str, Dict[str, object]]:
+def attack_spectra(model, attacks: AttacksSpec, x: torch.Tensor, y: torch.Tensor, *,
+                   batch_size: int = 256) -> Dict[str, Dict[str, object]]:
     """Run every attack once and measure where its perturbation lives in frequency.
+
+    Checks before any attack runs: ``x``, ``y``, and one forward of ``x[:1]`` (finite logits, ``y``
+    inside the model's output width); targets an attack's targeted mode makes are checked too.
+    Works under ``torch.no_grad()`` (the attacks run with gradients enabled).
+
+    Cost: 1 + per attack its own evaluations + ``N`` (the error rate), in chunks of ``batch_size``.
 
     Args:
         model: the classifier (inputs in [0, 1]), used for the error rates; the attacks carry
-            their own model (normally the same one).
+            their own model (normally the same one). Its state is restored.
         attacks: a dict name -> torchattacks attack, or a list (named by ``attack.attack``, with a
             suffix when a name repeats).
         x, y: images (N, C, H, W) in [0, 1] and labels (N,).
+        batch_size: images per forward call of the error-rate evaluation.
 
     Returns:
         ``{name: {"rct": (H, W), "snr": (R,), "snr_db": (R,), "error_rate": float, "linf": float}}``:
-        ``rct`` is the Relative Change in DCT ``mean |DCT(x_adv) - DCT(x)| / |DCT(x)|`` per coefficient
-        (seed 001 eq. 8, orthonormal DCT, (0, 0) = DC, low frequencies top-left); ``snr`` is
-        ``ESD_r(x) / ESD_r(delta)`` per integer radius r of the DFT (seed 004 eq. 1, averaged over images
+        ``rct`` and ``snr`` are :func:`freqplug.eval.perturbation_spectrum` over every image
+        (``only_perturbed=False``): the Relative Change in DCT ``mean |DCT(x_adv) - DCT(x)| / |DCT(x)|``
+        per coefficient (Wang2020a eq. 8, orthonormal DCT, (0, 0) = DC, low frequencies top-left) and
+        ``ESD_r(x) / ESD_r(delta)`` per integer radius r of the DFT (Luo2024 eq. 1, averaged over images
         and channels; inf where delta has no energy); ``error_rate`` the model's error on ``x_adv``;
         ``linf`` the largest |delta|.
+
+    Shape:
+        - x: :math:`(N, C, H, W)`; y: :math:`(N)`; rct: :math:`(H, W)`; snr: :math:`(R)`.
     """
+    from ..eval.frequency import perturbation_spectrum
+
     check_images(x, "x")
     check_labels(y, "y", x.shape[0])
+    batch_size = check_positive_int(batch_size, "batch_size")
     named = _named_attacks(attacks)
     results = {}
+    labels = y.detach().cpu()
     with preserved_model_state(model):
+        num_classes = num_classes_of(model, x, labels=y, labels_name="y")
         for name, attack in named.items():
-            adv = attack(x, y).detach().to(device=x.device, dtype=x.dtype)
+            with torch.enable_grad(), targets_checked(attack, num_classes):
+                adv = attack(x, y).detach().to(device=x.device, dtype=x.dtype)
             delta = adv - x
-            model.eval()
-            with torch.no_grad():
-                error = float((model(adv).argmax(dim=1) != y.to(adv.device)).float().mean())
-            snr = spectral_snr(x, delta)
+            predictions = predict(model, adv, batch_size=batch_size, labels=y, labels_name="y")
+            error = float((predictions != labels).float().mean())
+            rct, snr = perturbation_spectrum(x, adv, only_perturbed=False)
             results[name] = {
-                "rct": relative_change_dct(x, adv),
+                "rct": rct,
                 "snr": snr,
                 "snr_db": 10 * torch.log10(snr),
                 "error_rate": error,

@@ -19,7 +19,8 @@ from .autoattack_runner import (
     EvaluationState,
     available_backends,
 )
-from .frequency import FrequencyRobustness, evaluate_frequency_robustness, frequency_band_masks, perturbation_spectrum
+from .frequency import (FrequencyRobustness, evaluate_frequency_robustness, evaluate_masked_perturbations,
+                        frequency_band_masks, perturbation_spectrum)
 
 __all__ = [
     "ATTACKS",
@@ -32,6 +33,7 @@ __all__ = [
     "FrequencyRobustness",
     "available_backends",
     "evaluate_frequency_robustness",
+    "evaluate_masked_perturbations",
     "frequency_band_masks",
     "perturbation_spectrum",
 ]

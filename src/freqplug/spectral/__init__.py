@@ -7,6 +7,8 @@ hooks compose these functions and never re-implement an FFT mask.
 
 from .dct import dct2, dct_matrix, idct2
 from .filters import HighPass, LowPass, high_pass, low_high_split, low_pass, radial_mask
+from .filters import BANDS, HIGH_BAND_THRESHOLD, LOW_BAND_THRESHOLD, band_mask
+from .fourier import check_spectral_mask
 from .fourier import (
     centered_fft2,
     centered_ifft2,
@@ -59,4 +61,5 @@ __all__ = [
     "radial_bin_index", "radial_mask", "radial_profile", "relative_change_dct", "render_coalitions", "rfft2",
     "spectral_importance_distribution", "spectral_robustness_score", "spectral_snr",
     "apply_dct_mask",
+    "BANDS", "HIGH_BAND_THRESHOLD", "LOW_BAND_THRESHOLD", "band_mask", "check_spectral_mask",
 ]

@@ -7,7 +7,7 @@ from typing import Tuple
 import torch
 from torch import nn
 
-from .._validation import check_choice, check_floating, check_number
+from .._validation import check_choice, check_floating, check_number, check_positive_int
 from .fourier import frequency_radius
 from .masking import apply_spectral_mask
 
@@ -23,6 +23,48 @@ def radial_mask(height: int, width: int, radius: float, *, metric: str = "l2", n
     check_choice(keep, "keep", ("below", "above", "at_most", "at_least"))
     r = frequency_radius(height, width, metric=metric, normalized=normalized, device=device)
     return {"below": r < radius, "above": r > radius, "at_most": r <= radius, "at_least": r >= radius}[keep]
+
+
+#: Chen2022 §4.4, eq. 12: the "low" band is r < 0.4 r_max, the "high" band r > 0.6 r_max.
+LOW_BAND_THRESHOLD = 0.4
+HIGH_BAND_THRESHOLD = 0.6
+
+#: Bands :func:`band_mask` knows.
+BANDS = ("low", "high")
+
+
+def band_mask(height: int, width: int, band: str, *, low_threshold: float = LOW_BAND_THRESHOLD,
+              high_threshold: float = HIGH_BAND_THRESHOLD, metric: str = "l2", device=None) -> torch.Tensor:
+    """Low- or high-frequency band of Chen2022 eq. 12, bool (H, W) in fft2 layout.
+
+    ``sigma_low(u, v) = 1[r(u, v) < low_threshold * r_max]`` and
+    ``sigma_high(u, v) = 1[r(u, v) > high_threshold * r_max]``, with ``r`` the distance of the bin
+    from DC (``metric``) and ``r_max`` the largest one of the grid (``radial_mask(..., normalized=True)``).
+    Conjugate-symmetric, so a perturbation masked with it stays real.
+
+    Args:
+        height, width: H and W of the images.
+        band: ``"low"`` or ``"high"``.
+        low_threshold, high_threshold: eps_low and eps_high of eq. 12, fractions of r_max in [0, 1]
+            (defaults 0.4 and 0.6, the paper's).
+        metric: ``"l2"`` (Euclidean radius) or ``"linf"``.
+        device: device of the mask.
+
+    Returns:
+        (H, W) bool mask.
+
+    Example:
+        >>> band_mask(32, 32, "low").sum().item(), band_mask(32, 32, "high").sum().item()
+        (253, 447)
+    """
+    check_positive_int(height, "height")
+    check_positive_int(width, "width")
+    check_choice(band, "band", BANDS)
+    if band == "low":
+        check_number(low_threshold, "low_threshold", minimum=0.0, maximum=1.0)
+        return radial_mask(height, width, low_threshold, metric=metric, normalized=True, keep="below", device=device)
+    check_number(high_threshold, "high_threshold", minimum=0.0, maximum=1.0)
+    return radial_mask(height, width, high_threshold, metric=metric, normalized=True, keep="above", device=device)
 
 
 def low_high_split(x: torch.Tensor, radius: float) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -112,6 +112,52 @@ def is_conjugate_symmetric(values: torch.Tensor) -> bool:
     return bool((flat == mirrored).all())
 
 
+def check_spectral_mask(mask, name: str, height: int, width: int, *,
+                        batch_size: Optional[int] = None) -> torch.Tensor:
+    """Check a user's frequency mask and return it unchanged.
+
+    The one check of a mask given to a masking entry point (Chen2022 eq. 11-12 masks,
+    :class:`freqplug.FrequencyMaskedAttack`, :func:`freqplug.eval.evaluate_frequency_robustness`).
+
+    Args:
+        mask: tensor (H, W), or (N, H, W) with one mask per image, in ``torch.fft.fft2`` layout
+            (DC at [0, 0]); bool, or floating with values in [0, 1] (a soft mask).
+        name: the argument's name, for the message.
+        height, width: H and W of the images the mask is used with.
+        batch_size: N of the images; a 3-D mask must have N rows (None: any N).
+
+    Returns:
+        ``mask``, unchanged.
+
+    Raises:
+        TypeError: not a tensor, or neither bool nor floating.
+        ValueError: wrong shape, values outside [0, 1] or non-finite, or not conjugate-symmetric
+            (``mask[..., u, v] != mask[..., -u, -v]``: the masked image would not be real).
+
+    Example:
+        >>> check_spectral_mask(torch.ones(4, 4, dtype=torch.bool), "mask", 4, 4).shape
+        torch.Size([4, 4])
+    """
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"`{name}` must be a tensor (H, W) or (N, H, W) in torch.fft.fft2 layout, "
+                        f"got {type(mask).__name__}")
+    expected = f"({height}, {width})" + ("" if batch_size is None else f" or ({batch_size}, {height}, {width})")
+    if (mask.dim() not in (2, 3) or tuple(mask.shape[-2:]) != (height, width)
+            or (mask.dim() == 3 and batch_size is not None and mask.shape[0] != batch_size)):
+        raise ValueError(f"`{name}` must have shape {expected} (fft2 layout, like the images), "
+                         f"got shape {tuple(mask.shape)}")
+    if mask.dtype != torch.bool:
+        if not mask.dtype.is_floating_point:
+            raise TypeError(f"`{name}` must be bool, or floating with values in [0, 1], got dtype {mask.dtype}")
+        if not bool(torch.isfinite(mask).all()) or bool(((mask < 0) | (mask > 1)).any()):
+            raise ValueError(f"`{name}` values must lie in [0, 1], got values in "
+                             f"[{float(mask.min()):.4g}, {float(mask.max()):.4g}] (or non-finite values)")
+    if not is_conjugate_symmetric(mask):
+        raise ValueError(f"`{name}` must be conjugate-symmetric in torch.fft.fft2 layout "
+                         "(mask[..., u, v] == mask[..., -u, -v]) so that the masked perturbation is real")
+    return mask
+
+
 def real_spectrum_mask(mask: torch.Tensor, width: Optional[int] = None) -> torch.Tensor:
     """Restrict a conjugate-symmetric fft2-layout mask (..., H, W) to the rfft2 half (..., H, W//2+1)."""
     w = mask.shape[-1] if width is None else width
