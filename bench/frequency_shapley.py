@@ -32,7 +32,8 @@ from freqplug import FrequencyShapley
 from freqplug.attributions._estimators import exact_design_values, exact_shapley
 from freqplug.data import digits, sample_images
 from freqplug.models import cifar10_resnet18
-from freqplug.spectral import Players, conjugate_pair_players, frequency_radius, radial_band_players, render_coalitions, rfft2
+from freqplug.spectral import (Players, conjugate_pair_players, frequency_radius, radial_band_players,
+                               render_coalitions, rfft2)
 
 TARGET_ERROR = 0.05
 

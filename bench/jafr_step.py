@@ -110,7 +110,8 @@ def main():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(args.batch, 3, 32, 32, generator=g)
     y = torch.randint(0, 10, (args.batch,), generator=g)
-    models = {"small CNN": (small_cnn().train(), 5), "ResNet-18 (embedded)": (copy.deepcopy(cifar10_resnet18()).train(), 1)}
+    models = {"small CNN": (small_cnn().train(), 5),
+              "ResNet-18 (embedded)": (copy.deepcopy(cifar10_resnet18()).train(), 1)}
     rows = []
     for name, (model, per_round) in models.items():
         t = measure(make_steps(model, x, y), args.rounds, per_round)

@@ -8,7 +8,8 @@ from freqplug.models import cifar10_resnet18  # or: freqplug.compat.load_model("
 
 model = cifar10_resnet18()
 x, y = sample_images("cifar10")
-runner = AutoAttackRunner(model, norm="Linf", eps=1 / 255, version="custom", attacks=["apgd-ce"], n_iter=10, n_restarts=1)
+runner = AutoAttackRunner(model, norm="Linf", eps=1 / 255, version="custom", attacks=["apgd-ce"], n_iter=10,
+                          n_restarts=1)
 result = runner.run(x, y, batch_size=20)  # version="standard" for the full AutoAttack
 print(f"backend={result.backend} clean={result.clean_accuracy:.0%} robust={result.robust_accuracy:.0%}")
 freq = evaluate_frequency_robustness(model, x, y, attack_result=result)  # seed 000 eq. 12: low/high-frequency parts

@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from freqplug.spectral import (
-    Players,
     coalition_images,
     conjugate_pair_players,
     dct_band_groups,

@@ -24,7 +24,6 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -421,7 +420,8 @@ class AutoAttackRunner:
                 state.robust_flags = robust.clone()
             accuracies[attack] = robust.double().mean().item()
             state.add_run_attack(attack)
-            self._log(f"robust accuracy after {attack.upper()}: {accuracies[attack]:.2%} (total time {time.time() - started:.1f} s)")
+            self._log(f"robust accuracy after {attack.upper()}: {accuracies[attack]:.2%} "
+                      f"(total time {time.time() - started:.1f} s)")
         state.to_disk(force=True)
         self._surface_checks(self._attack_log, seen)
         checks = backend.checks_module()
@@ -478,15 +478,3 @@ class AutoAttackRunner:
         return (f"AutoAttackRunner(norm={self.norm!r}, eps={self.eps:.6g}, version={self.version!r}, "
                 f"attacks={list(self.attacks)}, backend={self.backend_name!r}, seed={self.seed})")
 
-
-# --------------------------------------------------------------------------- legacy helpers
-# ``eval/frequency.py`` still imports these two; they are the ground-layer helpers under the old
-# names and go once it calls ``freqplug._model`` directly.
-def _model_device(model: nn.Module) -> torch.device:
-    return model_device_dtype(model)[0]
-
-
-@contextmanager
-def _owned_state_preserved(model: nn.Module, device: torch.device | None = None):
-    with preserved_model_state(model, eval_mode=True, freeze=True, fork_rng=True):
-        yield

@@ -105,7 +105,8 @@ class Players:
         return self._map < 0
 
     def __repr__(self) -> str:
-        return f"Players(name={self.name!r}, layout={self.layout!r}, shape={self.shape}, num_players={self.num_players})"
+        return (f"Players(name={self.name!r}, layout={self.layout!r}, shape={self.shape}, "
+                f"num_players={self.num_players})")
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Players) and self.layout == other.layout and torch.equal(self._map, other._map)
