@@ -3,7 +3,13 @@
 import pytest
 import torch
 from helpers import CountingModel, NaNModel, tiny_cnn
-from helpers.training import ExactFrequencyShapley, Interrupting, dc_only, reconstruct_negative_bins
+from helpers.training import (
+    ExactFrequencyShapley,
+    Interrupting,
+    NaNAfterFirstCall,
+    dc_only,
+    reconstruct_negative_bins,
+)
 
 import freqplug
 from freqplug.attributions.frequency_shapley import FrequencyShapley
@@ -11,8 +17,8 @@ from freqplug.spectral import make_players, radial_band_players
 from freqplug.training import CSABank, CSAugment
 from freqplug.training.csa import evaluations_per_run, image_seed, select_per_class
 
-#: Measured 0.XXX on the slow test below; the floor leaves a margin.
-AGREEMENT_FLOOR = 0.0
+#: Measured 0.876 on the slow test below; the floor leaves a margin for other platforms' arithmetic.
+AGREEMENT_FLOOR = 0.8
 
 
 @pytest.fixture
@@ -74,6 +80,7 @@ def test_default_attribution_is_frequency_shapley_of_true_class_probability(refe
     assert bank.settings["max_rounds"] == 1 and bank.samples.tolist() == [4, 4, 4]
 
 
+@pytest.mark.slow
 def test_efficiency_of_the_bank_attributions_against_an_independent_game(reference_model, cifar_samples):
     """sum_i phi_i = v(all) - v(empty) for the pooled rounds, with v computed here from the model itself:
     the softmax probability of the true class at the image and at its DC-only (mean colour) image."""
@@ -118,7 +125,9 @@ def test_adaptive_build_spends_rounds_only_until_signs_are_determined(data):
     model.rows = 0
     # one antithetic pair per round leaves every sign undetermined: every image runs the 3 rounds it may
     pair = evaluations_per_run("antithetic", players.num_players, 2)
-    bank = CSABank.build(model, x, y, per_class=1, players=players, n_samples=2, max_rounds=3, show_progress=False)
+    with pytest.warns(UserWarning, match="mostly noise"):
+        bank = CSABank.build(model, x, y, per_class=1, players=players, n_samples=2, max_rounds=3,
+                             show_progress=False)
     assert model.rows == 1 + 4 * 3 * pair and bank.samples.tolist() == [6] * 4
     # in between, the evaluations follow the rounds each image needed
     model.rows = 0
@@ -179,6 +188,9 @@ def test_labels_outside_the_model_and_non_finite_outputs_are_refused(data):
         CSABank.build(NaNModel(model), x, y, per_class=1, players=("bands", 3), show_progress=False)
     with pytest.raises(TypeError, match="seed"):
         CSABank.build(model, x, y, per_class=1, players=("bands", 3), seed=1.5, show_progress=False)
+    # a model that goes wrong on the masked images only (the label check's forward is fine): every chunk is checked
+    with pytest.raises(ValueError, match="NaNAfterFirstCall.*NaN or infinite"):
+        CSABank.build(NaNAfterFirstCall(model), x, y, per_class=1, players=("bands", 3), show_progress=False)
 
 
 def test_augmentation_keeps_shape_range_class_and_follows_the_ramp(data, exact):

@@ -4,7 +4,6 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from helpers import NaNModel, assert_model_unchanged, snapshot_model
 
 from freqplug.spectral import frequency_bias

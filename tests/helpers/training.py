@@ -5,11 +5,13 @@ from __future__ import annotations
 import itertools
 
 import torch
+from torch import nn
 
-from . import exact_shapley_oracle
 from freqplug.spectral import coalition_images
 
-__all__ = ["ExactFrequencyShapley", "Interrupting", "dc_only", "reconstruct_negative_bins"]
+from . import exact_shapley_oracle
+
+__all__ = ["ExactFrequencyShapley", "Interrupting", "NaNAfterFirstCall", "dc_only", "reconstruct_negative_bins"]
 
 
 class ExactFrequencyShapley:
@@ -74,3 +76,17 @@ def reconstruct_negative_bins(x, phi):
 def dc_only(x):
     """The empty coalition of a zero-baseline frequency game: only DC kept, i.e. each channel's mean colour."""
     return x.mean(dim=(-2, -1), keepdim=True).expand_as(x).contiguous()
+
+
+class NaNAfterFirstCall(nn.Module):
+    """A real network whose outputs are NaN from its second forward call on (fine on the first)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        out = self.model(x)
+        return out if self.calls == 1 else out + float("nan")
