@@ -15,7 +15,7 @@ import freqplug
 from freqplug.attributions.frequency_shapley import FrequencyShapley
 from freqplug.spectral import make_players, radial_band_players
 from freqplug.training import CSABank, CSAugment
-from freqplug.training.csa import evaluations_per_run, image_seed, select_per_class
+from freqplug.training.csa import attribute_images, evaluations_per_run, image_seed, select_per_class
 
 #: Measured 0.876 on the slow test below; the floor leaves a margin for other platforms' arithmetic.
 AGREEMENT_FLOOR = 0.8
@@ -410,3 +410,18 @@ def test_two_seeds_agree_on_the_nfc_masks_with_the_default_budget(reference_mode
     agree = float((masks[0] == masks[1]).flatten(1)[:, 1:].double().mean())  # bin 0 is DC, never a player
     print(f"sign agreement of two seeds: {agree:.3f}")
     assert agree >= AGREEMENT_FLOOR
+
+
+def test_attribute_images_checkpoint_is_keyed_on_its_own_inputs(tmp_path, data, exact):
+    x, y = data
+    model, attribution = exact
+    checkpoint = tmp_path / "step2.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        attribute_images(model, x[:4], y[:4], attribution=Interrupting(attribution, fail_at=2), batch_size=2,
+                         checkpoint=checkpoint, show_progress=False)
+    with pytest.raises(ValueError, match="different inputs or settings"):
+        attribute_images(model, x[4:8], y[4:8], attribution=attribution, batch_size=2, checkpoint=checkpoint,
+                         show_progress=False)
+    resumed = attribute_images(model, x[:4], y[:4], attribution=attribution, batch_size=2, checkpoint=checkpoint,
+                               show_progress=False)
+    torch.testing.assert_close(resumed.shapley_maps, attribution(x[:4], y[:4]).double())

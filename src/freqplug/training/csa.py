@@ -237,7 +237,8 @@ def attribute_images(model: Optional[nn.Module], inputs: torch.Tensor, labels: t
         seed: base seed. batch_size: images per chunk (the checkpoint unit).
         attribution: replaces the default game: ``attribution(inputs (n, C, H, W), target (n,)) ->
             (n, H, W)`` Shapley map; no standard errors then (no stop rule, no sign warning).
-        checkpoint, fingerprint: resumable build (see :meth:`CSABank.build`).
+        checkpoint: resumable build (see :meth:`CSABank.build`); its key covers the images, labels, indices,
+            settings, partition and model weights of this call. fingerprint: extra key material (the build's).
         max_evaluations: refuse a build whose worst case exceeds this many model evaluations
             (default ``freqplug._validation.DEFAULT_MAX_EVALUATIONS``; ``float("inf")`` for no limit).
         show_progress: tqdm bar over images.
@@ -283,6 +284,14 @@ def attribute_images(model: Optional[nn.Module], inputs: torch.Tensor, labels: t
     else:
         check_callable(attribution, "attribution")
 
+    # the checkpoint key always covers what this call computes from, whatever the caller passed as `fingerprint`
+    fingerprint = digest(
+        fingerprint, inputs.detach(), labels.detach().cpu(), indices,
+        {"estimator": estimator, "n_samples": n_samples, "max_rounds": max_rounds, "sign_tolerance": sign_tolerance,
+         "seed": seed, "batch_size": batch_size, "perturbations_per_eval": perturbations_per_eval,
+         "attribution": None if attribution is None else getattr(attribution, "__qualname__", repr(attribution))},
+        game.players.player_map if game is not None else "custom attribution",
+        model_digest(model) if isinstance(model, nn.Module) else "no model")
     maps: List[torch.Tensor] = []
     values: List[torch.Tensor] = []
     stderr: List[torch.Tensor] = []
