@@ -524,8 +524,8 @@ class CSABank:
         bins on which the NFC masks agree; 50 % is chance):
 
         * ``players=16`` (136 players), 2 images: 59.3 % after 10 permutations (92.6 % of the players
-          undetermined), 61.5 % after 20 (89.3 % undetermined): ``python bench/csa_sign_agreement.py
-          --images 2 --rounds 2``. At this partition the default budget does not settle the signs of
+          undetermined), 61.5 % after 20 (89.3 %), 65.4 % after 30 (85.8 %): ``python
+          bench/csa_sign_agreement.py --images 2 --rounds 3``. At this partition the default budget does not settle the signs of
           most players and the build warns; Chen2022's 2,000 permutations or a coarser partition do.
         * ``players=4`` (10 players), 3 images, this default budget: 87.6 %
           (``tests/test_csa.py::test_two_seeds_agree_on_the_nfc_masks_with_the_default_budget``).
