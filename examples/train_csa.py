@@ -1,4 +1,4 @@
-"""PGD-AT and TRADES with and without CSA (seed 000 §5) on real handwritten digits, CPU minutes.
+"""PGD-AT and TRADES with and without CSA (Chen2022 §5) on real handwritten digits, CPU minutes.
 
 1. Train a standard CNN (the "pretrained model" f^ whose Shapley values define the NFCs).
 2. Build a CSA bank from the first few training images of every class with FrequencyShapley
@@ -19,28 +19,11 @@ import argparse
 import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 import torchattacks
-from freqplug.data import digits as digits_images
+from _common import digits, small_cnn
 
 from freqplug.training import CSABank, CSAugment
-
-
-def digits(size=16, seed=0):
-    x, y = digits_images(size)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    return (x[perm[:1200]], y[perm[:1200]]), (x[perm[1200:]], y[perm[1200:]])
-
-
-def small_cnn(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 4, 10),
-    )
 
 
 def pgd(model, x, y, eps, alpha, steps, start, loss_fn):
@@ -120,7 +103,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--per-class", type=int, default=5)
     parser.add_argument("--epsilon", type=float, default=16 / 255)
-    parser.add_argument("--n-samples", type=int, default=2, help="FrequencyShapley permutations per image")
+    parser.add_argument("--n-samples", type=int, default=None,
+                        help="fixed FrequencyShapley permutations per image (default: CSABank's adaptive rounds)")
     args = parser.parse_args()
     train_set, test_set = digits()
 
@@ -129,7 +113,9 @@ def main():
     bank = CSABank.build(pretrained, *train_set, per_class=args.per_class, players=8, n_samples=args.n_samples,
                          estimator="antithetic", seed=0, batch_size=20, model_name="digits small CNN (standard)")
     print(f"bank: {bank} built in {time.perf_counter() - start:.0f} s; "
-          f"NFC image L-inf norm: median {bank.nfc_images.flatten(1).abs().amax(1).median():.3f}")
+          f"NFC image L-inf norm: median {bank.nfc_images.flatten(1).abs().amax(1).median():.3f}; "
+          f"{bank.settings['mean_samples']:.0f} permutations per image on average, "
+          f"{bank.settings['undetermined_fraction']:.0%} of the players with undetermined sign")
 
     ramp = max(1, round(0.77 * args.epochs))  # the authors ramp over 77 of 100 epochs
     rows = []
@@ -142,8 +128,9 @@ def main():
             name = f"{method} + CSA" if use_csa else method
             rows.append((name, clean, robust, time.perf_counter() - start))
             print(f"  trained {name} ({rows[-1][3]:.0f} s)", flush=True)
+    budget = args.n_samples or "adaptive"
     print(f"\nsklearn digits 16x16, {args.epochs} epochs, eps={args.epsilon * 255:.0f}/255, bank {len(bank)} NFC "
-          f"images ({args.per_class}/class, FrequencyShapley 8x8 patch grid, antithetic n_samples={args.n_samples}),"
+          f"images ({args.per_class}/class, FrequencyShapley 8x8 patch grid, antithetic n_samples={budget}),"
           f" held-out n={len(test_set[1])}")
     print(f"{'model':<18}{'clean':>10}{'PGD-20':>10}{'train s':>10}")
     for name, clean, robust, seconds in rows:

@@ -1,8 +1,8 @@
-"""Standard training vs JaFR (seed 003) on real handwritten digits, a few minutes on CPU.
+"""Standard training vs JaFR (Chan2022) on real handwritten digits, a few minutes on CPU.
 
 Data: sklearn's digits (1797 real 8x8 scans, shipped with scikit-learn), upsampled to 16x16,
 1200 for training and 597 held out. Prints, for every model, B_low of its input Jacobians on
-the held-out digits (seed 003 eq. 10, Table 2 reports 1.56 -> 16.71 for standard -> JaFR on
+the held-out digits (Chan2022 eq. 10, Table 2 reports 1.56 -> 16.71 for standard -> JaFR on
 CIFAR-10), clean accuracy and PGD accuracy (torchattacks.PGD, L-inf).
 
     .venv/bin/python examples/train_jafr.py [--epochs 6]
@@ -12,27 +12,10 @@ import argparse
 import time
 
 import torch
-import torch.nn as nn
 import torchattacks
-from freqplug.data import digits as digits_images
+from _common import digits, small_cnn
 
 from freqplug.training import JaFRLoss
-
-
-def digits(size=16, seed=0):
-    x, y = digits_images(size)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    return (x[perm[:1200]], y[perm[:1200]]), (x[perm[1200:]], y[perm[1200:]])
-
-
-def small_cnn(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 4, 10),
-    )
 
 
 def train(train_set, epochs, lambda_freq, fgsm, epsilon, seed=0):
@@ -42,7 +25,7 @@ def train(train_set, epochs, lambda_freq, fgsm, epsilon, seed=0):
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     jafr = JaFRLoss(lambda_freq=lambda_freq)
     generator = torch.Generator().manual_seed(seed)
-    for epoch in range(epochs):
+    for _ in range(epochs):
         order = torch.randperm(len(y), generator=generator)
         for start in range(0, len(y), 64):
             b = order[start:start + 64]

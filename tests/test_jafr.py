@@ -1,9 +1,10 @@
-"""JaFR drop-in loss (seed 003 §3.2): values by hand, gradients, FGSM reuse, hygiene, real-data direction."""
+"""JaFR drop-in loss (Chan2022 §3.2): values by hand, gradients, FGSM reuse, hygiene, real-data direction."""
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import NaNModel, assert_model_unchanged, snapshot_model
 
 from freqplug.spectral import frequency_bias
 from freqplug.training import JaFRLoss
@@ -197,13 +198,13 @@ def test_bad_inputs_raise_clear_errors(batch):
     x, y = batch
     model = tiny_cnn()
     jafr = JaFRLoss()
-    with pytest.raises(TypeError, match="inputs"):
+    with pytest.raises(TypeError, match="`x` must be a torch.Tensor"):
         jafr(model, x.numpy(), y)
-    with pytest.raises(ValueError, match="inputs"):
+    with pytest.raises(ValueError, match="`x` must have 4 dimensions"):
         jafr(model, x[0], y)
-    with pytest.raises(TypeError, match="inputs"):
+    with pytest.raises(TypeError, match="`x` must be a floating-point tensor"):
         jafr(model, (x * 255).long(), y)
-    with pytest.raises(ValueError, match="target"):
+    with pytest.raises(ValueError, match="`y` has batch size 3"):
         jafr(model, x, y[:3])
     with pytest.raises(TypeError, match="model"):
         jafr("not a model", x, y)
@@ -221,6 +222,72 @@ def test_bad_inputs_raise_clear_errors(batch):
         jafr.fgsm_step(model, x, y, epsilon=-1.0)
 
 
+def test_images_outside_unit_range_and_non_finite_pixels_are_refused(batch):
+    """x * 255 would make fgsm_step clamp to near-white images; a NaN pixel would give a NaN loss."""
+    x, y = batch
+    model = tiny_cnn()
+    jafr = JaFRLoss()
+    with pytest.raises(ValueError, match=r"`x` must hold images in \[0, 1\].*got values in \[2.59.*, 254.8\]"):
+        jafr.fgsm_step(model, x * 255, y)
+    with pytest.raises(ValueError, match=r"`x` must hold images in \[0, 1\]"):
+        jafr(model, x * 255, y)
+    nan_pixel = x.clone()
+    nan_pixel[2, 0, 3, 3] = float("nan")
+    for call in (jafr, jafr.fgsm_step):
+        with pytest.raises(ValueError, match="`x` contains 1 NaN"):
+            call(model, nan_pixel, y)
+    assert jafr.step == 0  # a refused call does not advance the `every` counter
+
+
+def test_labels_outside_the_model_classes_are_refused_without_an_extra_forward(batch):
+    x, y = batch
+    calls = []
+    model = tiny_cnn(classes=4)
+    model.register_forward_hook(lambda module, args, out: calls.append(out.shape[0]))
+    jafr = JaFRLoss()
+    bad = y.clone() % 4
+    bad[1] = 4  # one label past the 4 outputs
+    for call in (jafr, jafr.fgsm_step):
+        with pytest.raises(ValueError, match=r"`y` must hold class indices in \[0, 4\), got values in \[0, 4\]"):
+            call(model, x, bad)
+    with pytest.raises(ValueError, match=r"`y` must hold class indices in \[0, 4\)"):
+        jafr(model, x, bad - 5)  # negative labels too
+    assert calls == [6, 6, 6]  # the check reads the loss's own logits: one forward per refused call
+    calls.clear()
+    jafr(model, x, bad % 4)
+    assert calls == [6]
+    # soft targets are base_loss's business: accepted as cross-entropy accepts them
+    soft = torch.softmax(torch.randn(6, 4, generator=torch.Generator().manual_seed(0)), dim=1)
+    assert torch.isfinite(jafr(model, x, soft).loss)
+
+
+def test_non_finite_model_outputs_and_losses_are_refused(batch):
+    x, y = batch
+    model = tiny_cnn()
+    jafr = JaFRLoss()
+    for value in (float("nan"), float("inf")):
+        for call in (jafr, jafr.fgsm_step):
+            with pytest.raises(ValueError, match=r"`model` \(NaNModel\) returned 60 NaN or infinite"):
+                call(NaNModel(model, value), x, y)
+    with pytest.raises(ValueError, match="`base_loss` returned a non-finite loss"):
+        JaFRLoss(base_loss=lambda logits, target: F.cross_entropy(logits, target) / 0.0)(model, x, y)
+
+
+@pytest.mark.parametrize("train_mode", [True, False])
+def test_model_state_is_restored_even_when_a_call_is_refused(batch, train_mode):
+    x, y = batch
+    model = tiny_cnn().train(train_mode)
+    model[0].train(not train_mode)  # a per-module mode that model.train(flag) would lose
+    model[0].weight.requires_grad_(False)  # a frozen layer stays frozen
+    snapshot = snapshot_model(model)
+    jafr = JaFRLoss(0.01)
+    jafr(model, x, y)
+    jafr.fgsm_step(model, x, y, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError):
+        jafr(model, x, y + 10)
+    assert_model_unchanged(model, snapshot)
+
+
 def _digits(size=16):
     from freqplug.data import digits
 
@@ -228,7 +295,7 @@ def _digits(size=16):
 
 
 def test_jafr_raises_low_frequency_bias_on_real_digits():
-    """Seed 003 Table 2 direction (B_low 1.56 -> 16.71 on CIFAR-10) on sklearn digits, tiny budget."""
+    """Chan2022 Table 2 direction (B_low 1.56 -> 16.71 on CIFAR-10) on sklearn digits, tiny budget."""
     x, y = _digits()
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
     train, held_out = perm[:1200], perm[1200:]

@@ -1,6 +1,7 @@
-"""Training hooks: JaFR drop-in loss (seed 003) and CSA augmentation (seed 000 §5)."""
+"""Training hooks: JaFR drop-in loss (Chan2022) and CSA augmentation (Chen2022 §5)."""
 
-from .csa import CSABank, CSAugment, nfc_images
+from .csa import CSABank, CSAugment, assemble_bank, attribute_images, nfc_images, select_per_class
 from .jafr import JaFRLoss, JaFROutput
 
-__all__ = ["CSABank", "CSAugment", "JaFRLoss", "JaFROutput", "nfc_images"]
+__all__ = ["CSABank", "CSAugment", "JaFRLoss", "JaFROutput", "assemble_bank", "attribute_images", "nfc_images",
+           "select_per_class"]

@@ -1,4 +1,4 @@
-"""Jacobian frequency regularization (JaFR, seed 003 §3.2, Algorithm 1) as a drop-in loss.
+"""Jacobian frequency regularization (JaFR, Chan2022 §3.2, Algorithm 1) as a drop-in loss.
 
 ``JaFRLoss`` replaces the ``loss = F.cross_entropy(model(x), y)`` line of an existing
 training loop::
@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_floating, check_ndim, check_number, check_positive_int, check_same_batch
+from .._model import check_logits, preserved_model_state
+from .._validation import check_callable, check_finite, check_images, check_number, check_positive_int, check_same_batch
 from ..spectral import frequency_bias
 
 __all__ = ["JaFRLoss", "JaFROutput"]
@@ -34,7 +35,7 @@ class JaFROutput:
     """What one :class:`JaFRLoss` call returns.
 
     Attributes:
-        loss: 0-dim differentiable total, ``base_loss + penalty`` (seed 003 eq. 12); call
+        loss: 0-dim differentiable total, ``base_loss + penalty`` (Chan2022 eq. 12); call
             ``.backward()`` on it.
         base_loss: 0-dim, detached: L_cls on the trained inputs (clean inputs, or the FGSM
             examples for :meth:`JaFRLoss.fgsm_step`).
@@ -94,15 +95,15 @@ class JaFRLoss:
     def __init__(self, lambda_freq: float = 0.001, base_loss: BaseLoss = F.cross_entropy, *,
                  sub_batch: Optional[int] = None, every: int = 1):
         self.lambda_freq = check_number(lambda_freq, "lambda_freq")
-        if not callable(base_loss):
-            raise TypeError(f"`base_loss` must be callable(logits, y) -> 0-dim tensor, got {type(base_loss).__name__}")
+        check_callable(base_loss, "base_loss")
         self.base_loss = base_loss
         self.sub_batch = None if sub_batch is None else check_positive_int(sub_batch, "sub_batch")
         self.every = check_positive_int(every, "every")
         self.step = 0
 
     def __repr__(self) -> str:
-        return (f"JaFRLoss(lambda_freq={self.lambda_freq}, base_loss={getattr(self.base_loss, '__name__', self.base_loss)},"
+        name = getattr(self.base_loss, "__name__", self.base_loss)
+        return (f"JaFRLoss(lambda_freq={self.lambda_freq}, base_loss={name},"
                 f" sub_batch={self.sub_batch}, every={self.every})")
 
     def reset(self) -> None:
@@ -112,28 +113,35 @@ class JaFRLoss:
     # ------------------------------------------------------------------ helpers
     @staticmethod
     def _check(model, x, y) -> None:
-        if not callable(model):
-            raise TypeError(f"`model` must be an nn.Module or callable returning logits, got {type(model).__name__}")
-        check_floating(x, "inputs")
-        check_ndim(x, "inputs", 4, "(N, C, H, W)")
-        if x.shape[0] == 0 or min(x.shape[-2:]) < 2:
-            raise ValueError(f"`inputs` must hold at least one image of at least 2x2 pixels, got shape {tuple(x.shape)}")
+        check_callable(model, "model")
+        # [0, 1] images like every other entry point: x * 255 would make FGSM's clamp to [0, 1] return
+        # near-white images, and a NaN pixel a NaN loss
+        check_images(x, "x", min_size=2)
         if not isinstance(y, torch.Tensor):
-            raise TypeError(f"`target` must be a torch.Tensor of class indices (N,), got {type(y).__name__}")
+            raise TypeError(f"`y` must be a torch.Tensor of class indices (N,), got {type(y).__name__}")
         if y.dim() < 1:
-            raise ValueError(f"`target` must have a batch dimension (N, ...), got shape {tuple(y.shape)}")
-        check_same_batch(y.shape[0], x.shape[0], "target")
+            raise ValueError(f"`y` must have a batch dimension (N, ...), got shape {tuple(y.shape)}")
+        check_same_batch(y.shape[0], x.shape[0], "y", reference="x")
 
-    def _classification_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if not isinstance(logits, torch.Tensor) or logits.dim() < 2:
-            raise ValueError("`model` must return logits of shape (N, K)")
+    def _classification_loss(self, model, logits, y: torch.Tensor) -> torch.Tensor:
+        # the logits of the loss itself are checked (no extra forward): finite, (N, K), and integer
+        # labels in [0, K); other targets (soft labels, ...) are base_loss's business
+        labels = y if not (y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool) else None
+        check_logits(logits, model, batch_size=y.shape[0], labels=labels, labels_name="y")
         loss = self.base_loss(logits, y)
         if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
             raise ValueError(
                 "`base_loss` must return a 0-dim (mean-reduced) tensor, got "
                 f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__}"
             )
+        if not bool(torch.isfinite(loss.detach())):
+            raise ValueError(f"`base_loss` returned a non-finite loss ({float(loss.detach())}) on finite logits")
         return loss
+
+    @staticmethod
+    def _check_bias(bias: torch.Tensor) -> torch.Tensor:
+        check_finite(bias.detach().reshape(1), "frequency_bias of the input gradient")
+        return bias
 
     def _penalty_due(self) -> bool:
         due = self.step % self.every == 0
@@ -143,9 +151,9 @@ class JaFRLoss:
     def _jacobian_penalty(self, model, x_sub: torch.Tensor, y_sub: torch.Tensor, scale: float):
         """Second forward of a sub-batch -> (J (k, C, H, W) with graph, B_low with graph)."""
         leaf = x_sub.detach().requires_grad_(True)
-        loss_sub = self._classification_loss(model(leaf), y_sub) * scale
+        loss_sub = self._classification_loss(model, model(leaf), y_sub) * scale
         (jacobian,) = torch.autograd.grad(loss_sub, leaf, create_graph=True)
-        return jacobian, frequency_bias(jacobian)
+        return jacobian, self._check_bias(frequency_bias(jacobian))
 
     # ------------------------------------------------------------------ API
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
@@ -153,32 +161,41 @@ class JaFRLoss:
         """One JaFR loss evaluation (Algorithm 1, lines 3-6).
 
         Args:
-            model: classifier, ``model(x) -> logits (N, K)``; its mode is not changed.
-            x: inputs (N, C, H, W), float.
-            y: targets (N,) class indices (or whatever ``base_loss`` takes, batch-first).
+            model: classifier, ``model(x) -> logits (N, K)``; its per-module modes, ``requires_grad``
+                and ``.grad`` are left as they were (the returned loss carries the graph to the parameters).
+            x: images (N, C, H, W) in [0, 1], float, finite, at least 2x2.
+            y: targets (N,) class indices in [0, K) (checked against the logits), or whatever else
+                ``base_loss`` takes, batch-first.
             return_input_gradient: also return J (detached) as ``out.input_gradient``, e.g. to
                 take an FGSM step from the same gradient (see :meth:`fgsm_step`). On a step
                 where the penalty is skipped J is still computed (first order, no graph).
 
         Returns:
             :class:`JaFROutput` with ``loss = L_cls + lambda_freq * (-B_low(J))``.
+
+        Raises:
+            ValueError: ``x`` outside [0, 1] or not finite; ``y`` outside the model's classes; the model's
+                logits, the loss or B_low not finite.
+
+        Cost: one forward and one double backward (``sub_batch=k``: plus a forward of k images).
         """
         self._check(model, x, y)
         penalty_due = self._penalty_due()
         n = x.shape[0]
         use_sub = penalty_due and self.sub_batch is not None and self.sub_batch < n
-        with torch.enable_grad():  # the Jacobian needs a graph even inside a no_grad block
+        # the Jacobian needs a graph even inside a no_grad block
+        with torch.enable_grad(), preserved_model_state(model):
             # only differentiate w.r.t. the input when J is needed from this forward
             leaf = x.detach().requires_grad_((penalty_due and not use_sub) or return_input_gradient)
             logits = model(leaf)
-            base = self._classification_loss(logits, y)
+            base = self._classification_loss(model, logits, y)
             bias = jacobian = None
             if penalty_due and not use_sub:
                 (jacobian,) = torch.autograd.grad(base, leaf, create_graph=True)
-                bias = frequency_bias(jacobian)
+                bias = self._check_bias(frequency_bias(jacobian))
             elif use_sub:
                 k = self.sub_batch
-                jacobian_sub, bias = self._jacobian_penalty(model, x[:k], y[:k], k / n)
+                _, bias = self._jacobian_penalty(model, x[:k], y[:k], k / n)
                 if return_input_gradient:
                     (jacobian,) = torch.autograd.grad(base, leaf, retain_graph=True)
             elif return_input_gradient:
@@ -213,10 +230,10 @@ class JaFRLoss:
         cost); with ``every=k`` the other steps are plain FGSM-AT steps.
 
         Args:
-            model, x, y: as in :meth:`__call__`; ``x`` must be images in [0, 1].
+            model, x, y: as in :meth:`__call__` (``x`` images in [0, 1]: the FGSM examples are clamped there).
             epsilon: L-inf radius. step_size: FGSM step (default ``1.25 * epsilon``).
             random_start: uniform start in the eps-ball (authors' default) or start at x.
-            generator: torch.Generator for the random start (reproducible).
+            generator: torch.Generator for the random start (reproducible); None draws from the global RNG.
 
         Returns:
             :class:`JaFROutput`; ``base_loss`` and ``logits`` are on the FGSM examples,
@@ -235,19 +252,19 @@ class JaFRLoss:
             start = x.clone()
         n = x.shape[0]
         use_sub = penalty_due and self.sub_batch is not None and self.sub_batch < n
-        with torch.enable_grad():
+        with torch.enable_grad(), preserved_model_state(model):
             leaf = start.requires_grad_(True)
-            start_loss = self._classification_loss(model(leaf), y)
+            start_loss = self._classification_loss(model, model(leaf), y)
             shared = penalty_due and not use_sub
             (gradient,) = torch.autograd.grad(start_loss, leaf, create_graph=shared)
-            bias = frequency_bias(gradient) if shared else None
+            bias = self._check_bias(frequency_bias(gradient)) if shared else None
             if use_sub:  # penalty from a separate forward of the first k start points (see `sub_batch`)
                 k = self.sub_batch
                 _, bias = self._jacobian_penalty(model, start[:k], y[:k], k / n)
             delta = torch.clamp(start.detach() - x + step_size * gradient.detach().sign(), -epsilon, epsilon)
             x_adv = torch.clamp(x + delta, 0, 1)
             logits = model(x_adv)
-            base = self._classification_loss(logits, y)
+            base = self._classification_loss(model, logits, y)
             penalty = -self.lambda_freq * bias if bias is not None else base.new_zeros(())
             total = base + penalty.to(base.dtype) if bias is not None else base
         return JaFROutput(
