@@ -15,7 +15,8 @@ import os
 import torch
 import torchattacks
 
-from freqplug.attacks import FrequencyMaskedAttack, HFAttack, attack_spectra, plot_attack_spectra
+from freqplug.attacks import FrequencyMaskedAttack, HFAttack
+from freqplug.eval import attack_spectra, plot_attack_spectra
 from freqplug.data import sample_images
 from freqplug.models import cifar10_resnet18
 

@@ -15,7 +15,7 @@ import time
 import torch
 import torchattacks
 
-from freqplug.attacks import masked_noise_table
+from freqplug.eval import masked_noise_table
 from freqplug.data import sample_images
 from freqplug.models import cifar10_resnet18
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 import torchattacks
 
-from freqplug.attacks import FrequencyMaskedAttack, attack_spectra, masked_noise_table
+from freqplug.attacks import FrequencyMaskedAttack
+from freqplug.eval import attack_spectra, masked_noise_table
 from freqplug.eval import (
     AutoAttackRunner,
     evaluate_frequency_robustness,

@@ -429,7 +429,7 @@ def test_module_with_a_missing_dependency_says_so(bare_cwd):
 
 
 def test_robustbench_specs_offline(tmp_path, monkeypatch, no_network):
-    from freqplug.eval import CheckpointNotFoundError
+    from freqplug.compat import CheckpointNotFoundError
 
     monkeypatch.setenv("FREQPLUG_OFFLINE", "1")
     with pytest.raises(ValueError, match="unknown model 'Standrd'.*did you mean Standard"):

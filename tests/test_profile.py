@@ -67,7 +67,7 @@ def test_metrics_agree_with_library_functions(fast_report, reference_model, cifa
         assert got["clean_accuracy"]["accuracy"] == (model(x).argmax(1) == y).double().mean().item()
 
     band = SpectralBandShapley(model, num_bands=FAST["band_shapley"]["num_bands"]).importance(
-        (x, y), batch_size=FAST["batch_size"], seed=0, show_progress=False)
+        (x, y), internal_batch_size=FAST["batch_size"], seed=0, show_progress=False)
     assert got["band_shapley"]["srs"] == pytest.approx(float(band.srs), abs=1e-9)
     assert got["band_shapley"]["psi"] == pytest.approx(band.values.tolist(), abs=1e-9)
     assert got["band_shapley"]["distinguishable"] == bool(band.distinguishable)

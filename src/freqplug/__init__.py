@@ -15,10 +15,17 @@ from .attributions import (
     OccludedFrequency,
     SpectralBandShapley,
 )
-from .attacks import FrequencyMaskedAttack, HFAttack, attack_spectra, masked_noise_table, plot_attack_spectra
+from .attacks import FrequencyMaskedAttack, HFAttack
 from .compat import install_autoattack
 from .defenses import LowPassFilter, low_pass_kernels
-from .eval import AutoAttackResult, AutoAttackRunner, evaluate_frequency_robustness
+from .eval import (
+    AutoAttackResult,
+    AutoAttackRunner,
+    attack_spectra,
+    evaluate_frequency_robustness,
+    masked_noise_table,
+    plot_attack_spectra,
+)
 from .report import ProfileResult, profile
 from .training import CSABank, CSAugment, JaFRLoss, JaFROutput
 from .spectral import (

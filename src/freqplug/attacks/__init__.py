@@ -3,20 +3,31 @@
 - :class:`HFAttack`: the High Frequency attack (seed 002 §3.4).
 - :class:`FrequencyMaskedAttack`: wraps any torchattacks attack and keeps only chosen
   frequency components of its perturbation (seed 000 §4.4, eq. 11-12);
-  :func:`masked_noise_table` reproduces seed 000 Fig. 6.
-- :func:`attack_spectra` / :func:`plot_attack_spectra`: RCT maps and spectral SNR of
-  perturbations (seed 001 Fig. 2, seed 004 Fig. 2).
+  the masked-noise table of Fig. 6 (:func:`freqplug.eval.masked_noise_table`) composes it.
+- Measurements of attacks live in :mod:`freqplug.eval`: ``masked_noise_table``, ``attack_spectra`` and
+  ``plot_attack_spectra`` (the old names here still work for one release, with a DeprecationWarning).
 """
 
-from .frequency_masked import FrequencyMaskedAttack, frequency_mask, masked_noise_table
+import importlib
+import warnings
+
+from .frequency_masked import FrequencyMaskedAttack, frequency_mask
 from .hf_attack import HFAttack
-from .spectra import attack_spectra, plot_attack_spectra
 
 __all__ = [
     "FrequencyMaskedAttack",
     "HFAttack",
-    "attack_spectra",
     "frequency_mask",
-    "masked_noise_table",
-    "plot_attack_spectra",
 ]
+
+#: Measurements that moved to freqplug.eval (attacks/ holds attacks only; eval composes them).
+_MOVED_TO_EVAL = ("attack_spectra", "masked_noise_table", "plot_attack_spectra")
+
+
+def __getattr__(name):
+    # Imported on first use, so that freqplug.attacks never imports the layer above it.
+    if name in _MOVED_TO_EVAL:
+        warnings.warn(f"freqplug.attacks.{name} moved to freqplug.eval.{name} (also freqplug.{name}); the old "
+                      "name will be removed in the next release", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module("freqplug.eval"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,6 +21,8 @@ from .autoattack_runner import (
 )
 from .frequency import (FrequencyRobustness, evaluate_frequency_robustness, evaluate_masked_perturbations,
                         frequency_band_masks, perturbation_spectrum)
+from .masked_noise import masked_noise_table
+from .spectra import attack_spectra, plot_attack_spectra
 
 __all__ = [
     "ATTACKS",
@@ -31,11 +33,14 @@ __all__ = [
     "AutoAttackRunner",
     "EvaluationState",
     "FrequencyRobustness",
+    "attack_spectra",
     "available_backends",
     "evaluate_frequency_robustness",
     "evaluate_masked_perturbations",
     "frequency_band_masks",
+    "masked_noise_table",
     "perturbation_spectrum",
+    "plot_attack_spectra",
 ]
 
 #: Names that moved to freqplug.compat (compat depends on eval, never the other way round).

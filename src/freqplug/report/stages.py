@@ -378,7 +378,7 @@ def _rows_perturbation_spectrum(m) -> Rows:
 def _run_masked_noise(ctx: StageContext):
     import torchattacks
 
-    from ..attacks import masked_noise_table
+    from ..eval import masked_noise_table
 
     s, eps, norm = ctx.own, ctx.settings["eps"], ctx.settings["norm"]
     if norm == "Linf":
@@ -439,7 +439,6 @@ def _run_frequency_shapley(ctx: StageContext):
     x, y = ctx.x[:k].to(ctx.device), ctx.y[:k].to(ctx.device)
     fs = FrequencyShapley(lambda z: torch.softmax(model(z), dim=1))  # Chen2022's game: class probability
     result = fs.attribute(x, target=y, players=s["players"], n_samples=s["n_samples"], seed=ctx.seed,
-                          perturbations_per_eval=max(1, ctx.batch_size // k),  # <= batch_size rows per call
                           show_progress=ctx.show_progress,
                           return_result=True)
     attributions = result.attributions.cpu()

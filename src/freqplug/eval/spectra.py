@@ -13,7 +13,8 @@ from torchattacks.attack import Attack
 
 from .._model import num_classes_of, predict, preserved_model_state
 from .._validation import check_images, check_labels, check_positive_int
-from ._base import targets_checked
+from ..attacks._base import targets_checked
+from .frequency import perturbation_spectrum
 
 __all__ = ["attack_spectra", "plot_attack_spectra"]
 
@@ -50,8 +51,6 @@ def attack_spectra(model, attacks: AttacksSpec, x: torch.Tensor, y: torch.Tensor
     Shape:
         - x: :math:`(N, C, H, W)`; y: :math:`(N)`; rct: :math:`(H, W)`; snr: :math:`(R)`.
     """
-    from ..eval.frequency import perturbation_spectrum
-
     check_images(x, "x")
     check_labels(y, "y", x.shape[0])
     batch_size = check_positive_int(batch_size, "batch_size")
