@@ -19,3 +19,18 @@ def test_import_is_lazy_about_robustbench_and_autoattack():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_measurements_moved_to_eval_keep_deprecated_names_in_attacks():
+    import pytest
+
+    import freqplug.attacks
+    import freqplug.eval
+
+    for name in ("masked_noise_table", "attack_spectra", "plot_attack_spectra"):
+        assert getattr(freqplug, name) is getattr(freqplug.eval, name)
+        assert name not in freqplug.attacks.__all__  # attacks/ holds attacks only
+        with pytest.warns(DeprecationWarning, match=f"freqplug.eval.{name}"):
+            assert getattr(freqplug.attacks, name) is getattr(freqplug.eval, name)
+    with pytest.raises(AttributeError):
+        freqplug.attacks.no_such_name

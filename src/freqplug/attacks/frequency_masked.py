@@ -19,14 +19,13 @@ from typing import Any, Callable, Dict, Optional, Union
 import torch
 from torchattacks.attack import Attack
 
-from .._model import num_classes_of, preserved_model_state
-from .._validation import check_choice, check_images, check_labels, check_number, check_positive_int
+from .._validation import check_choice, check_number
 from ..spectral import apply_spectral_mask
 from ..spectral.filters import HIGH_BAND_THRESHOLD, LOW_BAND_THRESHOLD, band_mask
 from ..spectral.fourier import check_spectral_mask
 from ._base import FrequencyAttack, targets_checked
 
-__all__ = ["FrequencyMaskedAttack", "frequency_mask", "masked_noise_table", "MASKS"]
+__all__ = ["FrequencyMaskedAttack", "frequency_mask", "MASKS"]
 
 #: Named masks. "low"/"high": Chen2022 eq. 12; "positive"/"negative": eq. 11 (PFC / NFC).
 MASKS = ("low", "high", "positive", "negative")
