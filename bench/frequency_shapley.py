@@ -7,7 +7,7 @@ Games (real data, real models):
       antithetic reference;
   (c) the embedded CIFAR-10 ResNet-18 on the CIFAR-10 sample images, for throughput.
 
-The game's output is the softmax probability of the true class (seed 000's code). For each
+The game's output is the softmax probability of the true class (Chen2022's code). For each
 estimator of freqplug and for the peers -- Captum ``ShapleyValueSampling`` on a gate-vector forward
 over the same players, and shap's ``PermutationExplainer`` on the same gate vector -- it prints
 the evaluations needed to reach 5 % relative L2 error (RMS over repeats and images) and the
@@ -84,7 +84,7 @@ class Game:
     """v(S) for one image: an output of its label on the coalition image (zero baseline).
 
     ``output``: "logprob" (log softmax, I-ASIDE's characteristic function; default), "prob" (softmax
-    probability, seed 000's code; saturates on confident images, which makes games nearly trivial),
+    probability, Chen2022's code; saturates on confident images, which makes games nearly trivial),
     or "logit".
     """
 

@@ -3,7 +3,7 @@
 Ratios (medians over interleaved rounds, so machine load hits every variant alike):
   JaFR step / hand-written double-backprop step   target <= 1.05 (no overhead beyond the floor)
   JaFR step / plain step                          (the cost of double backprop itself)
-  FGSM+JaFR step / FGSM step                      target <= 1.6 (seed 003: 1.42x on GPU)
+  FGSM+JaFR step / FGSM step                      target <= 1.6 (Chan2022: 1.42x on GPU)
   ... and the same with the cost cuts sub_batch=N/4 and every=2 (averaged over steps)
 
 Models: a small CNN and the embedded CIFAR-10 ResNet-18 (train mode), small batch, CPU.

@@ -1,4 +1,4 @@
-"""Spectra of adversarial perturbations (seed 001 Fig. 2, seed 004 Fig. 2) on the embedded ResNet-18.
+"""Spectra of adversarial perturbations (Wang2020a Fig. 2, Luo2024 Fig. 2) on the embedded ResNet-18.
 
 FGSM, PGD, their high- and low-frequency masked versions and the HF attack, on the 20 embedded
 CIFAR-10 images: prints error rates and the spectral SNR per radius, and saves the RCT maps and SNR

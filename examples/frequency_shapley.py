@@ -1,4 +1,4 @@
-"""Frequency Shapley values of the embedded CIFAR-10 ResNet-18 (seed 000, Figs. 2-4).
+"""Frequency Shapley values of the embedded CIFAR-10 ResNet-18 (Chen2022, Figs. 2-4).
 
 For a few CIFAR-10 sample images: the Shapley value of every frequency patch for the softmax
 probability of the true class (the paper's game, 16x16 patch grid), shown as a centered

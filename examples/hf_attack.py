@@ -1,4 +1,4 @@
-"""HF attack (seed 002 §3.4) on the embedded CIFAR-10 ResNet-18: success rate versus radius.
+"""HF attack (Wang2020b §3.4) on the embedded CIFAR-10 ResNet-18: success rate versus radius.
 
 Runs HFAttack once on the 20 embedded CIFAR-10 images (radii 22.6 .. min-radius, step 1) and
 prints, for every radius r, the fraction of images fooled by a low-pass image of radius >= r

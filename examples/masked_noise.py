@@ -1,4 +1,4 @@
-"""Seed 000 Fig. 6 on the embedded CIFAR-10 ResNet-18: error rates under frequency-masked PGD noise.
+"""Chen2022 Fig. 6 on the embedded CIFAR-10 ResNet-18: error rates under frequency-masked PGD noise.
 
 Prints the error rate of the model on x, x + delta, x + delta_low, x + delta_high, x + delta_PFC and
 x + delta_NFC for PGD (L_inf, eps = 8/255) on the 20 embedded CIFAR-10 images. PFC/NFC come from
@@ -38,7 +38,7 @@ def main() -> None:
                                shapley={"players": args.players, "n_samples": args.n_samples,
                                         "estimator": "antithetic", "seed": args.seed})
     elapsed = time.perf_counter() - start
-    print(f"Seed 000 Fig. 6 -- PGD-{args.steps} (eps 8/255), embedded ResNet-18, {x.shape[0]} CIFAR-10 images")
+    print(f"Chen2022 Fig. 6 -- PGD-{args.steps} (eps 8/255), embedded ResNet-18, {x.shape[0]} CIFAR-10 images")
     print(f"masks: low r < 0.4 r_max, high r > 0.6 r_max; PFC/NFC: Shapley on a {args.players}x{args.players} "
           f"patch grid, {args.n_samples} antithetic permutations, seed {args.seed}")
     for name, error in table.items():

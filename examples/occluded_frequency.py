@@ -1,4 +1,4 @@
-"""Occluded Frequency on the embedded CIFAR-10 ResNet-18 (seed 001 Fig. 4 and Fig. 1).
+"""Occluded Frequency on the embedded CIFAR-10 ResNet-18 (Wang2020a Fig. 4 and Fig. 1).
 
 Fig. 4: per-ring logit drops for one correctly classified image, with the images whose lowest
 rings and top-scoring rings are occluded. Fig. 1 ("attribution shift"): scores of the true

@@ -12,5 +12,5 @@ runner = AutoAttackRunner(model, norm="Linf", eps=1 / 255, version="custom", att
                           n_restarts=1)
 result = runner.run(x, y, batch_size=20)  # version="standard" for the full AutoAttack
 print(f"backend={result.backend} clean={result.clean_accuracy:.0%} robust={result.robust_accuracy:.0%}")
-freq = evaluate_frequency_robustness(model, x, y, attack_result=result)  # seed 000 eq. 12: low/high-frequency parts
+freq = evaluate_frequency_robustness(model, x, y, attack_result=result)  # Chen2022 eq. 12: low/high-frequency parts
 print({band: f"{accuracy:.0%}" for band, accuracy in freq.accuracy.items()})

@@ -1,6 +1,6 @@
 """I-ASIDE on the embedded CIFAR-10 ResNet-18: SIDs and SRS of the pretrained model vs random copies.
 
-Reproduces seed 004 Fig. 7 on the 20 embedded CIFAR-10 samples (M = 8 bands, zero baseline,
+Reproduces Luo2024 Fig. 7 on the 20 embedded CIFAR-10 samples (M = 8 bands, zero baseline,
 exact Shapley over 2^8 coalitions = 5120 model rows per model) and writes bar charts of the
 spectral importance distributions with the ψ standard errors.
 

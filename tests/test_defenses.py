@@ -1,4 +1,4 @@
-"""Low-pass defenses of seed 002 §3.3: D1 (LowPassFilter) and D2 (low_pass_kernels), Theorem 1."""
+"""Low-pass defenses of Wang2020b §3.3: D1 (LowPassFilter) and D2 (low_pass_kernels), Theorem 1."""
 
 import pytest
 import torch

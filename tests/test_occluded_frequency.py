@@ -1,4 +1,4 @@
-"""OccludedFrequency (seed 001, Definition 1): hand-computed logit drops, Captum conventions, helpers."""
+"""OccludedFrequency (Wang2020a, Definition 1): hand-computed logit drops, Captum conventions, helpers."""
 
 import numpy as np
 import pytest

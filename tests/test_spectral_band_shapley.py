@@ -1,4 +1,4 @@
-"""SpectralBandShapley (I-ASIDE, seed 004): Shapley axioms, Captum conventions, sampling, distribution."""
+"""SpectralBandShapley (I-ASIDE, Luo2024): Shapley axioms, Captum conventions, sampling, distribution."""
 
 import itertools
 import math
@@ -289,7 +289,7 @@ def test_distributed_two_gloo_ranks_equal_single_process(setup, tmp_path):
             assert count == expected.num_images == 5 and rows == expected.rows_evaluated
 
 
-# ---------------------------------------------------------------------------- embedded ResNet-18 (seed 004 Fig. 7)
+# ---------------------------------------------------------------------------- embedded ResNet-18 (Luo2024 Fig. 7)
 @pytest.mark.slow
 def test_trained_resnet18_values_largest_in_lowest_band(reference_model, cifar_samples):
     # Per image the bands trade places; over the 20 samples band 0 (DC and the lowest quarter) leads:

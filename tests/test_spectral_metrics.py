@@ -16,7 +16,7 @@ from freqplug.spectral import (
 
 
 def frequency_bias_direct(jacobian):
-    """Seed 003 eq. 10 exactly as the authors' code writes it: products of powers, then log."""
+    """Chan2022 eq. 10 exactly as the authors' code writes it: products of powers, then log."""
     h, w = jacobian.shape[-2:]
     m = torch.fft.rfft2(jacobian).abs().reshape(-1, h, w // 2 + 1).mean(0)[: h // 2 + 1] + 1e-5
     a_rows = torch.linspace(1, -1, h // 2 + 1, dtype=m.dtype) + 1e-5

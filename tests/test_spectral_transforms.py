@@ -17,7 +17,7 @@ from freqplug.spectral import (
 
 
 def numpy_low_high_split(x, radius):
-    """The convention of seed 002's code: per channel, centered spectrum, distance from (H//2, W//2) < radius."""
+    """The convention of Wang2020b's code: per channel, centered spectrum, distance from (H//2, W//2) < radius."""
     h, w = x.shape[-2:]
     rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     low_mask = np.sqrt((rows - h // 2) ** 2 + (cols - w // 2) ** 2) < radius

@@ -1,8 +1,8 @@
 """freqplug.attacks: frequency attacks as torchattacks attacks.
 
-- :class:`HFAttack`: the High Frequency attack (seed 002 §3.4).
+- :class:`HFAttack`: the High Frequency attack (Wang2020b §3.4).
 - :class:`FrequencyMaskedAttack`: wraps any torchattacks attack and keeps only chosen
-  frequency components of its perturbation (seed 000 §4.4, eq. 11-12);
+  frequency components of its perturbation (Chen2022 §4.4, eq. 11-12);
   the masked-noise table of Fig. 6 (:func:`freqplug.eval.masked_noise_table`) composes it.
 - Measurements of attacks live in :mod:`freqplug.eval`: ``masked_noise_table``, ``attack_spectra`` and
   ``plot_attack_spectra`` (the old names here still work for one release, with a DeprecationWarning).

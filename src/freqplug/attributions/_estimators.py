@@ -7,10 +7,10 @@ coalitions are produced lazily, chunk by chunk, so memory stays bounded by the c
 whatever the budget. Every image is evaluated on the same coalitions, which lets the
 caller batch rows of several images and several permutations into one forward call.
 
-Estimators (seed 000 eq. 5 is the quantity; the paper samples it with plain permutations):
+Estimators (Chen2022 eq. 5 is the quantity; the paper samples it with plain permutations):
 
 ``permutation``
-    Monte-Carlo permutation sampling (Castro et al. 2009; seed 000 §4.1; Captum's
+    Monte-Carlo permutation sampling (Castro et al. 2009; Chen2022 §4.1; Captum's
     ShapleyValueSampling). ``n_samples`` permutations, ``2 + n_samples * (P - 1)`` evaluations.
 ``antithetic``
     Permutations in pairs (pi, reversed pi). Exact for games whose interactions have order
@@ -294,7 +294,7 @@ def exact_shapley_weights(num_players: int) -> torch.Tensor:
     """Matrix W (2^P, P), float64, with phi = v @ W for the values v (..., 2^P) of all coalitions.
 
     ``W[S, i] = (|S|-1)! (P-|S|)! / P!`` if i is in S and ``-|S|! (P-|S|-1)! / P!`` otherwise
-    (seed 000 eq. 5, seed 004 eq. 3): every column sums to 0, so a constant added to v (such as
+    (Chen2022 eq. 5, Luo2024 eq. 3): every column sums to 0, so a constant added to v (such as
     v(empty)) does not change phi.
     """
     p = num_players

@@ -1,4 +1,4 @@
-"""FrequencyShapley: Shapley values of frequency components (seed 000 §3, eq. 6-9).
+"""FrequencyShapley: Shapley values of frequency components (Chen2022 §3, eq. 6-9).
 
 Players are groups of DFT bins (conjugate-closed, DC always present); the value of a
 coalition S for image x is
@@ -6,7 +6,7 @@ coalition S for image x is
     v(S) = f(IDFT(sigma_S * DFT(x)))_target - f(IDFT(sigma_empty * DFT(x)))_target      (eq. 7-9)
 
 with the same mask on every channel and absent bins filled by a baseline (zero by default,
-seed 000 §3.2). Because every coalition is conjugate-closed, every masked image is real.
+Chen2022 §3.2). Because every coalition is conjugate-closed, every masked image is real.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class FrequencyShapleyResult:
     seed: Optional[int] = None
 
     def positive_mask(self) -> torch.Tensor:
-        """PFC mask (N, H, W), fft2 layout: bins whose player has phi > 0 (seed 000 §3)."""
+        """PFC mask (N, H, W), fft2 layout: bins whose player has phi > 0 (Chen2022 §3)."""
         return positive_frequency_mask(self.attributions)
 
     def negative_mask(self) -> torch.Tensor:
@@ -298,7 +298,7 @@ def negative_frequency_mask(attributions: torch.Tensor) -> torch.Tensor:
 
 
 def reconstruct_from_mask(inputs: torch.Tensor, mask: torch.Tensor, *, include_dc: bool = False) -> torch.Tensor:
-    """Image made of the masked frequency components of ``inputs`` (seed 000 Fig. 2).
+    """Image made of the masked frequency components of ``inputs`` (Chen2022 Fig. 2).
 
     Args:
         inputs: images (N, C, H, W).
@@ -318,10 +318,10 @@ def reconstruct_from_mask(inputs: torch.Tensor, mask: torch.Tensor, *, include_d
 
 
 def centered_attributions(attributions: torch.Tensor) -> torch.Tensor:
-    """Attributions in centered layout (DC at (H//2, W//2)) for display, as seed 000's heatmaps."""
+    """Attributions in centered layout (DC at (H//2, W//2)) for display, as Chen2022's heatmaps."""
     return fftshift2(attributions)
 
 
 def radial_average(attributions: torch.Tensor, *, metric: str = "l2") -> torch.Tensor:
-    """Average attribution per radius (..., R) from (..., H, W) in fft2 layout (seed 000 Figs. 3-4)."""
+    """Average attribution per radius (..., R) from (..., H, W) in fft2 layout (Chen2022 Figs. 3-4)."""
     return radial_profile(attributions, metric=metric)

@@ -297,7 +297,7 @@ class OccludedFrequency(FrequencyAttribution):
 
 def plot_group_scores(scores: Union[Tensor, Iterable[float]], *, ax=None, title: str = "Occluded Frequency",
                       xlabel: str = "frequency group (low → high)", path: Optional[str] = None):
-    """Bar chart of per-group scores (seed 001 Fig. 4), drawn with the Agg canvas (no display needed).
+    """Bar chart of per-group scores (Wang2020a Fig. 4), drawn with the Agg canvas (no display needed).
 
     Args:
         scores: (G,) scores of one image, or (N, G) (their mean is drawn).

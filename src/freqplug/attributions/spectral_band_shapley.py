@@ -1,4 +1,4 @@
-"""SpectralBandShapley: I-ASIDE band Shapley values and the spectral robustness score (seed 004).
+"""SpectralBandShapley: I-ASIDE band Shapley values and the spectral robustness score (Luo2024).
 
 Players are M radial bands of the centered Fourier spectrum (equal-width l_inf rings from DC
 outward, l2 as an option), built by :func:`freqplug.spectral.radial_band_players`; they are

@@ -1,9 +1,9 @@
 """``freqplug smoke``: the spectral core on the embedded model and images.
 
 Prints the clean accuracy of the pretrained CIFAR-10 ResNet-18 on the 20 CIFAR-10 sample
-images, its accuracy on their low- and high-frequency components (seed 002), the
-frequency bias B_low of its input Jacobians (seed 003) and the radial energy profile of
-the images (seed 004).
+images, its accuracy on their low- and high-frequency components (Wang2020b), the
+frequency bias B_low of its input Jacobians (Chan2022) and the radial energy profile of
+the images (Luo2024).
 """
 
 from __future__ import annotations

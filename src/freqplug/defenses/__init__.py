@@ -1,4 +1,4 @@
-"""freqplug.defenses: the low-pass defenses of seed 002 (Wang et al. 2020, §3.3).
+"""freqplug.defenses: the low-pass defenses of Wang2020b (Wang et al. 2020, §3.3).
 
 - D1 :class:`LowPassFilter`: ``model(low_high_split(x, r)[0])`` as an ``nn.Module``.
 - D2 :func:`low_pass_kernels`: a copy of the model with low-passed first convolution kernels.

@@ -1,4 +1,4 @@
-"""D1 of seed 002 (Wang et al. 2020, §3.3): low-pass the input before the model."""
+"""D1 of Wang2020b (Wang et al. 2020, §3.3): low-pass the input before the model."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ __all__ = ["LowPassFilter"]
 
 
 class LowPassFilter(nn.Module):
-    """``LowPassFilter(model, radius)(x) == model(low_high_split(x, radius)[0])`` (seed 002 D1).
+    """``LowPassFilter(model, radius)(x) == model(low_high_split(x, radius)[0])`` (Wang2020b D1).
 
     The input's spectrum is cut at Euclidean radius ``radius`` (bins, strict ``<``, centered
     spectrum, every channel alike) before the wrapped model sees it. Differentiable, so it can

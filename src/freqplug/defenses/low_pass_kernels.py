@@ -1,4 +1,4 @@
-r"""D2 of seed 002 (Wang et al. 2020, §3.3): low-pass the first convolution kernels instead of the input.
+r"""D2 of Wang2020b (Wang et al. 2020, §3.3): low-pass the first convolution kernels instead of the input.
 
 For the first convolution ``conv(x, w)`` the paper replaces every kernel ``w_i`` by the real part of
 ``IDFT(t(DFT(w_i), r))`` (``t`` keeps the bins within radius r) and leaves the rest of the model
@@ -60,7 +60,7 @@ def low_pass_kernel_weights(weight: torch.Tensor, radius: float) -> torch.Tensor
 
 def low_pass_kernels(model: nn.Module, radius: Union[float, Sequence[float]], *, grid: str = "kernel",
                      input_size: Optional[Tuple[int, ...]] = None) -> nn.Module:
-    """A copy of ``model`` whose first convolution(s) have low-passed kernels (seed 002 D2).
+    """A copy of ``model`` whose first convolution(s) have low-passed kernels (Wang2020b D2).
 
     Args:
         model: any ``nn.Module`` with ``nn.Conv2d`` layers; it is deep-copied and never modified.

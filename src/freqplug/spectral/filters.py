@@ -16,9 +16,9 @@ def radial_mask(height: int, width: int, radius: float, *, metric: str = "l2", n
                 keep: str = "below", device=None) -> torch.Tensor:
     """Boolean mask (H, W) in fft2 layout of the bins inside or outside a radius.
 
-    ``keep="below"``: r < radius (strict, as the authors' code of seed 002); ``"above"``: r > radius;
+    ``keep="below"``: r < radius (strict, as the authors' code of Wang2020b); ``"above"``: r > radius;
     ``"at_most"``: r <= radius; ``"at_least"``: r >= radius. ``normalized`` measures
-    r / r_max (seed 000 eq. 12) instead of bins. Conjugate-symmetric by construction.
+    r / r_max (Chen2022 eq. 12) instead of bins. Conjugate-symmetric by construction.
     """
     check_choice(keep, "keep", ("below", "above", "at_most", "at_least"))
     r = frequency_radius(height, width, metric=metric, normalized=normalized, device=device)
@@ -68,7 +68,7 @@ def band_mask(height: int, width: int, band: str, *, low_threshold: float = LOW_
 
 
 def low_high_split(x: torch.Tensor, radius: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Split images into low- and high-frequency components (seed 002 §3.1).
+    """Split images into low- and high-frequency components (Wang2020b §3.1).
 
     Per channel, on the centered spectrum: ``low`` keeps the bins whose Euclidean distance
     from (H//2, W//2) is strictly less than ``radius`` (in bins), ``high`` keeps the rest,

@@ -77,7 +77,7 @@ def frequency_radius(
     Args:
         metric: ``"l2"`` (Euclidean, sqrt(fy^2 + fx^2)) or ``"linf"`` (max(|fy|, |fx|)).
         normalized: divide by the largest radius of the grid, so values lie in [0, 1]
-            (seed 000 eq. 12 uses r / r_max).
+            (Chen2022 eq. 12 uses r / r_max).
         centered: return the map in centered layout instead of fft2 layout.
 
     Returns:
@@ -99,7 +99,7 @@ def radial_bin_index(height: int, width: int, *, metric: str = "l2", device=None
     """Integer ring index (rounded radius in bins) of every bin, shape (H, W), fft2 layout.
 
     Ring r holds the bins whose radius rounds to r; used for the radial averages of
-    seed 004 eq. 1-2 (ESD per radial frequency) and seed 000 Figs. 3-4.
+    Luo2024 eq. 1-2 (ESD per radial frequency) and Chen2022 Figs. 3-4.
     """
     return frequency_radius(height, width, metric=metric, device=device).round().long()
 

@@ -48,7 +48,7 @@ def baseline_spectrum(
 
     Args:
         x: images (N, C, H, W).
-        baseline: ``"zero"`` / ``None`` (returns None: absent bins are 0, seed 000 §3.2);
+        baseline: ``"zero"`` / ``None`` (returns None: absent bins are 0, Chen2022 §3.2);
             ``"gaussian"``: the spectrum of real white noise of pixel std ``noise_std``, one
             draw per image, i.e. a conjugate-symmetric complex Gaussian with
             E|b|^2 = noise_std^2 * H * W per bin (``noise_std^2`` in orthonormal units;
@@ -206,7 +206,7 @@ def coalition_images(
 ) -> torch.Tensor:
     """All coalition images at once: (N, C, H, W) x (K, P) or (N, K, P) -> (N, K, C, H, W).
 
-    Seed 000 eq. 7: ``IDFT(sigma_S * DFT(x))`` for every coalition S, the same mask on every
+    Chen2022 eq. 7: ``IDFT(sigma_S * DFT(x))`` for every coalition S, the same mask on every
     channel, always-present bins (DC) kept. Computed in chunks of ``chunk_size`` images.
     """
     _check_coalition_args(x, players, coalitions)

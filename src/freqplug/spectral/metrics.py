@@ -18,13 +18,13 @@ from .masking import rfft2
 RCT_EPSILON = 1e-6
 
 #: Added to the Jacobian's Fourier magnitudes and to the exponents in :func:`frequency_bias`,
-#: as the authors' code of seed 003 does, so that log(0) and 0^0 never occur.
+#: as the authors' code of Chan2022 does, so that log(0) and 0^0 never occur.
 FREQUENCY_BIAS_EPSILON = 1e-5
 
 
 def relative_change_dct(x: torch.Tensor, x_adv: torch.Tensor, *, epsilon: float = RCT_EPSILON,
                         reduction: str = "mean") -> torch.Tensor:
-    """Relative Change in DCT (RCT, seed 001 eq. 8).
+    """Relative Change in DCT (RCT, Wang2020a eq. 8).
 
     ``|DCT(x_adv) - DCT(x)| / (|DCT(x)| + epsilon)`` per coefficient, with the orthonormal
     2-D DCT of every channel.
@@ -59,7 +59,7 @@ def radial_profile(values: torch.Tensor, *, metric: str = "l2") -> torch.Tensor:
 
     Returns:
         (..., R) with R = largest ring + 1; entry r averages the bins whose radius rounds to r
-        (seed 000 Figs. 3-4, seed 004 eq. 1).
+        (Chen2022 Figs. 3-4, Luo2024 eq. 1).
     """
     check_floating(values, "values")
     h, w = values.shape[-2:]
@@ -72,7 +72,7 @@ def radial_profile(values: torch.Tensor, *, metric: str = "l2") -> torch.Tensor:
 
 
 def energy_spectral_density(x: torch.Tensor, *, metric: str = "l2") -> torch.Tensor:
-    """Point-wise energy spectral density per radial frequency (seed 004 eq. 1).
+    """Point-wise energy spectral density per radial frequency (Luo2024 eq. 1).
 
     ``ESD_r(x) = mean over ring L_r of |F(x)(u, v)|^2`` with the orthonormal DFT (so energy
     is preserved: sum |F|^2 == sum x^2). Input (..., H, W) -> (..., R).
@@ -85,13 +85,13 @@ def energy_spectral_density(x: torch.Tensor, *, metric: str = "l2") -> torch.Ten
 
 def spectral_snr(x: torch.Tensor, perturbation: torch.Tensor, *, metric: str = "l2", average: bool = True,
                  decibels: bool = False) -> torch.Tensor:
-    """Spectral signal-to-noise ratio per radius, ``ESD_r(x) / ESD_r(delta)`` (seed 004 eq. 1).
+    """Spectral signal-to-noise ratio per radius, ``ESD_r(x) / ESD_r(delta)`` (Luo2024 eq. 1).
 
     Args:
         x: clean images (N, C, H, W).
         perturbation: the perturbation delta (``x_adv - x``), same shape.
         average: average the ESDs over images and channels before the ratio -> (R,)
-            (seed 004 Fig. 2); otherwise per image and channel -> (N, C, R).
+            (Luo2024 Fig. 2); otherwise per image and channel -> (N, C, R).
         decibels: return ``10 * log10(SNR)``.
     Rings where the perturbation has no energy give ``inf``.
     """
@@ -106,7 +106,7 @@ def spectral_snr(x: torch.Tensor, perturbation: torch.Tensor, *, metric: str = "
 
 
 def frequency_bias(jacobian: torch.Tensor) -> torch.Tensor:
-    """Low-frequency bias B_low of input Jacobians (seed 003 eq. 10), as the authors' code computes it.
+    """Low-frequency bias B_low of input Jacobians (Chan2022 eq. 10), as the authors' code computes it.
 
     Steps: M = |rfft2(J)| averaged over every leading dim (batch and channels, eq. 6);
     keep the non-negative-frequency quadrant, rows 0..H//2 and columns 0..W//2 (17x17 for
@@ -147,7 +147,7 @@ def _as_tensor(values, name: str) -> torch.Tensor:
 
 
 def spectral_importance_distribution(values: Union[torch.Tensor, Sequence[float]]) -> torch.Tensor:
-    """Spectral importance distribution (SID) of band Shapley values psi (seed 004 §3.1).
+    """Spectral importance distribution (SID) of band Shapley values psi (Luo2024 §3.1).
 
     ``(psi - min psi) / ||psi - min psi||_1`` over the last dim. When every band has the
     same value the shifted vector is zero; the SID is then uniform (no band preferred).
@@ -164,7 +164,7 @@ def spectral_importance_distribution(values: Union[torch.Tensor, Sequence[float]
 
 
 def spectral_robustness_score(sid: Union[torch.Tensor, Sequence[float]], beta: float = 0.75) -> torch.Tensor:
-    """Spectral robustness score (SRS, seed 004 eq. 11).
+    """Spectral robustness score (SRS, Luo2024 eq. 11).
 
     ``S = |(beta_bar . sid - eta) / (1 - eta)|`` with weights beta^k (k = 0 lowest band),
     ``beta_bar = beta / ||beta||_2`` and ``eta = ||beta||_1 / (M ||beta||_2)``. A uniform

@@ -4,8 +4,8 @@ A :class:`Players` object maps every bin of an (H, W) spectrum to a player id
 ``0 .. P-1`` or to ``-1`` (always present, e.g. DC). In the default *fft* layout
 (``torch.fft.fft2`` order, DC at [0, 0]) every partition is **conjugate-closed**: a bin
 and its mirror (-u, -v) belong to the same player, so every coalition of a real image
-reconstructs a real image exactly (seed 000 takes ``.real`` of non-symmetric masks;
-this never needs to). The *dct* layout is for the real DCT spectrum (seed 001), where
+reconstructs a real image exactly (Chen2022 takes ``.real`` of non-symmetric masks;
+this never needs to). The *dct* layout is for the real DCT spectrum (Wang2020a), where
 no mirror exists.
 """
 
@@ -196,7 +196,7 @@ def _dc_fixed(height: int, width: int, include_dc: bool) -> torch.Tensor:
 def conjugate_pair_players(height: int, width: int, *, include_dc: bool = False) -> Players:
     """One player per conjugate pair {(u, v), (-u, -v)} (self-mirrored bins stand alone).
 
-    Seed 000 eq. 6 makes every bin a player; pairing mirrors keeps coalition images real.
+    Chen2022 eq. 6 makes every bin a player; pairing mirrors keeps coalition images real.
     DC is always present (-1) unless ``include_dc``.
 
     Example:
@@ -220,7 +220,7 @@ def patch_grid_players(height: int, width: int, grid: Union[int, Tuple[int, int]
                        include_dc: bool = False) -> Players:
     """A g x g grid of square patches on the centered spectrum, symmetrized.
 
-    The authors' code of seed 000 cuts the centered 32x32 spectrum into 16x16 patches
+    The authors' code of Chen2022 cuts the centered 32x32 spectrum into 16x16 patches
     (2x2 bins each) and takes ``.real`` of the non-symmetric coalitions. Here a bin
     belongs to the patch of whichever of {bin, mirror} comes first in the centered
     raster order, so every player is one patch joined with its mirror image
@@ -245,7 +245,7 @@ def patch_grid_players(height: int, width: int, grid: Union[int, Tuple[int, int]
 
 def radial_band_players(height: int, width: int, num_bands: int = 8, *, metric: str = "linf",
                         include_dc: bool = False) -> Players:
-    """M equal-width rings of the centered spectrum from DC outward (I-ASIDE, seed 004 §3.1).
+    """M equal-width rings of the centered spectrum from DC outward (I-ASIDE, Luo2024 §3.1).
 
     Band k holds the bins with normalized radius r / r_max in [k/M, (k+1)/M) (the outermost
     band also takes r = r_max); ``metric`` is ``"linf"`` (the paper's choice) or ``"l2"``.
@@ -264,7 +264,7 @@ def radial_band_players(height: int, width: int, num_bands: int = 8, *, metric: 
 
 
 def dct_band_groups(height: int, width: int, *, kind: str = "ring") -> Players:
-    """Groups of "the same frequency" of the DCT spectrum, lowest first (seed 001).
+    """Groups of "the same frequency" of the DCT spectrum, lowest first (Wang2020a).
 
     ``kind="ring"``: group k = {(u, v): max(u, v) = k} (the authors' code);
     ``kind="diagonal"``: group k = {(u, v): u + v = k}. Every coefficient, DC included,

@@ -61,7 +61,7 @@ class JaFROutput:
 class JaFRLoss:
     """JaFR loss ``L_cls + lambda_freq * L_freq`` with ``L_freq = -B_low(J)``, ``J = d L_cls / d x``.
 
-    Seed 003 eq. 11-12 and Algorithm 1: the classification loss is the batch-mean
+    Chan2022 eq. 11-12 and Algorithm 1: the classification loss is the batch-mean
     cross-entropy at the clean input (the authors' default), its input gradient J (N, C, H, W)
     is computed with ``create_graph=True`` so that B_low(J)
     (:func:`freqplug.spectral.frequency_bias`) is differentiable in the parameters, and one
