@@ -157,13 +157,22 @@ def test_bad_argument_as_a_real_process(tmp_path):
     assert "unknown --dataset" in done.stderr
 
 
+def _free_port() -> int:
+    # A fixed port collides with any other run of this test on the machine.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.slow
 def test_torchrun_equals_single_process(fast_report, tmp_path):
     out = tmp_path / "dist"
     only = [a for stage in SHARDED_STAGES for a in ("--only", stage)]
     env = dict(os.environ, OMP_NUM_THREADS="1", FREQPLUG_DIST_BACKEND="gloo")
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", "29531", "-m", "freqplug", "profile", "--preset", "fast", "--quiet",
+                           "--master_port", str(_free_port()), "-m", "freqplug", "profile", "--preset", "fast", "--quiet",
                            "--out", str(out), *only], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     single = json.loads((fast_report / "metrics.json").read_text())["models"]["embedded"]

@@ -15,7 +15,7 @@ from freqplug.attributions._estimators import DeduplicatedPermutationDesign, exa
 from freqplug.attributions._stats import equal_means_test, f_survival
 from freqplug.attributions.spectral_band_shapley import SpectralBandShapley
 from freqplug.spectral import apply_spectral_mask, radial_band_players
-from helpers import NaNModel, exact_shapley_oracle, tiny_cnn
+from helpers import CountingModel, NaNModel, exact_shapley_oracle, tiny_cnn
 
 
 @pytest.fixture
@@ -24,19 +24,6 @@ def setup():
     x = torch.rand(5, 3, 16, 16, generator=gen, dtype=torch.float64)
     y = torch.tensor([0, 1, 2, 3, 1])
     return tiny_cnn(), x, y
-
-
-class CountingModel(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-        self.rows = 0
-        self.calls = 0
-
-    def forward(self, images):
-        self.rows += images.shape[0]
-        self.calls += 1
-        return self.model(images)
 
 
 def _log_q(model, images, y):
@@ -275,6 +262,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_distributed_two_gloo_ranks_equal_single_process(setup, tmp_path):
     _, x, y = setup
     mp.spawn(_distributed_worker, args=(2, _free_port(), x, y, str(tmp_path)), nprocs=2, join=True)
