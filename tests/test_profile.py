@@ -172,8 +172,8 @@ def test_torchrun_equals_single_process(fast_report, tmp_path):
     only = [a for stage in SHARDED_STAGES for a in ("--only", stage)]
     env = dict(os.environ, OMP_NUM_THREADS="1", FREQPLUG_DIST_BACKEND="gloo")
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", str(_free_port()), "-m", "freqplug", "profile", "--preset", "fast", "--quiet",
-                           "--out", str(out), *only], capture_output=True, text=True, env=env, timeout=300)
+                           "--master_port", str(_free_port()), "-m", "freqplug", "profile", "--preset", "fast",
+                           "--quiet", "--out", str(out), *only], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     single = json.loads((fast_report / "metrics.json").read_text())["models"]["embedded"]
     sharded = json.loads((out / "metrics.json").read_text())["models"]["embedded"]
