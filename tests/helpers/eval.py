@@ -14,10 +14,11 @@ from torch import nn
 
 from .nets import linear_model
 
-#: Where the official AutoAttack (github.com/fra31/auto-attack, git-only) is unpacked on this machine;
-#: override with FREQPLUG_OFFICIAL_AUTOATTACK.
-OFFICIAL_AUTOATTACK_DIR = Path(os.environ.get("FREQPLUG_OFFICIAL_AUTOATTACK",
-                                              "/work/shared/third_party/auto-attack"))
+#: Where the official AutoAttack (github.com/fra31/auto-attack, git-only) is unpacked: the project's
+#: ``shared/third_party`` folder beside the checkout; override with FREQPLUG_OFFICIAL_AUTOATTACK.
+OFFICIAL_AUTOATTACK_DIR = Path(os.environ.get(
+    "FREQPLUG_OFFICIAL_AUTOATTACK",
+    Path(__file__).resolve().parents[3] / "shared" / "third_party" / "auto-attack"))
 _AUTOATTACK_MODULES = ("autoattack", "autoattack.autoattack", "autoattack.state")
 
 
