@@ -14,15 +14,20 @@ import sys
 import warnings
 from pathlib import Path
 
+import helpers
 import pytest
 import torch
 from torch import nn
 
-import helpers
-
 import freqplug.compat
 import freqplug.eval
-from freqplug.compat import CheckpointNotFoundError, checkpoint_paths, install_autoattack, is_shim, load_model
+from freqplug.compat import (
+    CheckpointNotFoundError,
+    checkpoint_paths,
+    install_autoattack,
+    is_shim,
+    load_model,
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +62,9 @@ def tiny_cnn():
 def test_install_is_idempotent_and_makes_robustbench_importable(robustbench):
     first = install_autoattack()
     assert install_autoattack() is first is sys.modules["autoattack"] and is_shim(first)
+    import robustbench.eval as rb_eval
     from autoattack import AutoAttack
     from autoattack.state import EvaluationState
-
-    import robustbench.eval as rb_eval
 
     assert rb_eval.AutoAttack is AutoAttack and rb_eval.EvaluationState is EvaluationState
     assert callable(robustbench.benchmark) and callable(robustbench.load_model)
@@ -194,10 +198,9 @@ def test_robustbench_benchmark_end_to_end_offline(robustbench, tmp_path, no_inte
 
 @pytest.mark.slow
 def test_load_model_from_local_checkpoint_offline(robustbench, tmp_path, no_network):
+    import robustbench.utils
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
-
-    import robustbench.utils
 
     architecture = model_dicts[BenchmarkDataset.cifar_10][ThreatModel.Linf]["Wong2020Fast"]["model"]
     torch.manual_seed(0)
@@ -300,9 +303,8 @@ def test_load_model_keeps_robustbench_signature_and_norm_deprecation(robustbench
     theirs = list(inspect.signature(robustbench.utils.load_model).parameters)
     assert ours[:len(theirs)] == theirs  # same positional order, extras keyword-only after
     # norm= overrides threat_model, with RobustBench's DeprecationWarning (the L2 folder is searched).
-    with pytest.warns(DeprecationWarning, match="`norm` has been deprecated"):
-        with pytest.raises(CheckpointNotFoundError, match="L2"):
-            load_model("Augustin2020Adversarial", tmp_path / "models", "cifar10", "Linf", "", "L2",
-                       download=False)
+    with pytest.warns(DeprecationWarning, match="`norm` has been deprecated"), \
+            pytest.raises(CheckpointNotFoundError, match="L2"):
+        load_model("Augustin2020Adversarial", tmp_path / "models", "cifar10", "Linf", "", "L2", download=False)
     with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="`norm` must be one of"):
         load_model("Wong2020Fast", tmp_path / "models", norm="L3", download=False)
