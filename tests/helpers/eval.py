@@ -15,10 +15,12 @@ from torch import nn
 from .nets import linear_model
 
 #: Where the official AutoAttack (github.com/fra31/auto-attack, git-only) is unpacked: the project's
-#: ``shared/third_party`` folder beside the checkout; override with FREQPLUG_OFFICIAL_AUTOATTACK.
+#: ``shared/third_party`` folder beside the checkout (CI's layout), else the developers' one;
+#: override with FREQPLUG_OFFICIAL_AUTOATTACK.
+_CANDIDATES = [Path(__file__).resolve().parents[3] / "shared" / "third_party" / "auto-attack",
+               Path("/work/shared/third_party/auto-attack")]
 OFFICIAL_AUTOATTACK_DIR = Path(os.environ.get(
-    "FREQPLUG_OFFICIAL_AUTOATTACK",
-    Path(__file__).resolve().parents[3] / "shared" / "third_party" / "auto-attack"))
+    "FREQPLUG_OFFICIAL_AUTOATTACK", next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[0])))
 _AUTOATTACK_MODULES = ("autoattack", "autoattack.autoattack", "autoattack.state")
 
 
