@@ -14,6 +14,7 @@ from typing import Sequence, TextIO
 import torch
 import torch.nn.functional as F
 
+from .._model import accuracy
 from ..data import sample_images
 from ..models import cifar10_resnet18
 from ..spectral import energy_spectral_density, frequency_bias, low_high_split
@@ -23,14 +24,11 @@ def run_smoke(radii: Sequence[float] = (16, 12, 10, 8, 6, 4), out: TextIO = None
     start = time.perf_counter()
     model = cifar10_resnet18()
     x, y = sample_images("cifar10")
-    with torch.no_grad():
-        clean = (model(x).argmax(1) == y).float().mean().item()
+    clean = accuracy(model, x, y)
     rows = []
     for radius in radii:
         low, high = low_high_split(x, radius)
-        with torch.no_grad():
-            rows.append((radius, (model(low).argmax(1) == y).float().mean().item(),
-                         (model(high).argmax(1) == y).float().mean().item()))
+        rows.append((radius, accuracy(model, low, y), accuracy(model, high, y)))
     x_grad = x.clone().requires_grad_(True)
     (jacobian,) = torch.autograd.grad(F.cross_entropy(model(x_grad), y), x_grad)
     bias = frequency_bias(jacobian).item()
