@@ -20,9 +20,6 @@ from ._base import FrequencyAttack
 
 __all__ = ["HFAttack"]
 
-#: Kept one release for code that imported the old private base class.
-_RestoresModes = FrequencyAttack
-
 
 class HFAttack(FrequencyAttack):
     r"""High Frequency attack (Wang2020b §3.4): the largest-radius low-pass image the model gets wrong.
