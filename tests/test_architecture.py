@@ -16,7 +16,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "freqplug"
 
 LAYER = {
-    "_version": 0, "_validation": 0,
+    "_version": 0, "_validation": 0, "_optional": 0,
     "_model": 1, "_io": 1, "_batches": 1, "_distributed": 1,
     "spectral": 2,
     "data": 3,
