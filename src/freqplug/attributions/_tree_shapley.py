@@ -34,6 +34,8 @@ from .._optional import require
 TREE_PARAMS = dict(max_depth=4, eta=0.1, tree_method="hist", max_bin=2, nthread=1, base_score=0.0,
                    objective="reg:squarederror", verbosity=0)
 NUM_TREES = 200
+#: Standard deviation of the targets XGBoost is fitted on (see :func:`fit_surrogate`).
+LABEL_SCALE = 1000.0
 
 
 class TreeEnsemble:
@@ -118,12 +120,20 @@ def _add_leaf(phi: np.ndarray, weight: float, present: tuple, absent: tuple) -> 
 def fit_surrogate(coalitions: np.ndarray, values: np.ndarray, seed: int) -> TreeEnsemble:
     """Fit the boosted trees on boolean coalitions (R, P) -> values (R,) (float64); deterministic given ``seed``.
 
-    The values are centred on their mean in float64 first (the mean is the ensemble's offset), so the
-    float32 arithmetic inside XGBoost only sees the variation.
+    The values are centred on their mean in float64 and scaled to a standard deviation of
+    :data:`LABEL_SCALE` before XGBoost sees them (and the leaves scaled back): boosting with squared loss
+    is scale-equivariant except for XGBoost's absolute floor on a split's gain (1e-6), which on
+    unit-scale games stops the fit at a residual of about 1e-4 of the values' spread.
     """
     xgboost = require("xgboost", "FrequencyShapley(estimator='tree')")
     values = np.asarray(values, dtype=np.float64)
     offset = float(values.mean())
-    data = xgboost.DMatrix(np.asarray(coalitions, dtype=np.float32), label=values - offset, nthread=1)
+    spread = float(values.std())
+    scale = LABEL_SCALE / spread if spread > 0 else 1.0
+    data = xgboost.DMatrix(np.asarray(coalitions, dtype=np.float32), label=(values - offset) * scale, nthread=1)
     booster = xgboost.train({**TREE_PARAMS, "seed": int(seed) % (2**31)}, data, num_boost_round=NUM_TREES)
-    return TreeEnsemble.from_booster(booster, coalitions.shape[1], offset)
+    ensemble = TreeEnsemble.from_booster(booster, coalitions.shape[1], offset)
+    for tree in ensemble.trees:
+        leaf = tree[0] < 0
+        tree[3][leaf] /= scale
+    return ensemble
