@@ -5,7 +5,13 @@ Games (real data, real models):
       (l2 radial bands), exact Shapley values by enumerating all 2^16 coalitions;
   (b) the same CNN with 64 players (conjugate pairs grouped by radius), against a high-budget
       antithetic reference;
-  (c) the embedded CIFAR-10 ResNet-18 on the CIFAR-10 sample images, for throughput.
+  (c) the embedded CIFAR-10 ResNet-18 on the CIFAR-10 sample images, for throughput;
+  (d) MSE at equal evaluations against shap's PermutationExplainer at fixed budgets of 2P, 5P and 10P
+      evaluations per image, on the digits 64-player game (b) and on the embedded ResNet-18 with 64
+      players (conjugate pairs grouped by radius), against a large antithetic reference whose own
+      variance (its squared standard errors) is subtracted from both MSEs; the reference's error is
+      printed beside; plus the CPU time of the ``tree`` estimator's fits relative to the ResNet-18
+      forwards it accompanies at 5P.
 
 The game's output is the softmax probability of the true class (Chen2022's code). For each
 estimator of freqplug and for the peers -- Captum ``ShapleyValueSampling`` on a gate-vector forward
@@ -13,7 +19,8 @@ over the same players, and shap's ``PermutationExplainer`` on the same gate vect
 the evaluations needed to reach 5 % relative L2 error (RMS over repeats and images) and the
 ratios, then freqplug's evaluations/second divided by the bare forward's images/second.
 
-Run: ``.venv/bin/python bench/frequency_shapley.py`` (``--quick`` for a short smoke run).
+Run: ``.venv/bin/python bench/frequency_shapley.py`` (``--quick`` for a short smoke run; ``--only mse`` for (d)).
+Threads are capped at one (``torch.set_num_threads(1)``; XGBoost runs with ``nthread=1``).
 """
 
 from __future__ import annotations
@@ -204,6 +211,7 @@ def report_game(name, games, references, num_players, repeats, quick):
     p = num_players
     scale = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512] if not quick else [1, 4, 16]
     runs = {  # budgets start at the smallest each estimator accepts
+        "freqplug tree": (lambda g, b, s: freqplug_estimate(g, "tree", b, s), [2 * p * k for k in scale]),
         "freqplug antithetic": (lambda g, b, s: freqplug_estimate(g, "antithetic", b, s), [2 * k for k in scale]),
         "freqplug permutation": (lambda g, b, s: freqplug_estimate(g, "permutation", b, s), scale),
         "freqplug kernel": (lambda g, b, s: freqplug_estimate(g, "kernel", b, s), [4 * p * k for k in scale]),
@@ -257,6 +265,85 @@ def throughput(quick):
           f"ratio {best_fs / best_bare:.3f}")
 
 
+# ------------------------------------------------------------------------------ (d) MSE at fixed budgets
+def reference_with_error(game: Game, permutations: int):
+    """A large antithetic run: (values (P,), its variance sum ||stderr||^2, evaluations)."""
+    fs = FrequencyShapley(game.forward_images)
+    result = fs.attribute(game.image, target=game.label, players=game.players, n_samples=permutations,
+                          estimator="antithetic", seed=987654, perturbations_per_eval=1024, return_result=True,
+                          max_evaluations=float("inf"))
+    return result.values[0].double(), float((result.stderr[0].double() ** 2).sum()), result.n_evaluations
+
+
+def mse_at_budgets(name, games, repeats, reference_permutations, multiples=(2, 5, 10)):
+    """MSE (variance-corrected) of freqplug's tree / antithetic and shap's PermutationExplainer at c x P."""
+    p = games[0].players.num_players
+    references = [reference_with_error(g, reference_permutations) for g in games]
+    ref_var = sum(r[1] for r in references) / len(references)
+    ref_norm2 = sum(float(r[0] @ r[0]) for r in references) / len(references)
+    print(f"\n== (d) {name}: {p} players, {len(games)} image(s) x {repeats} repeats; reference: antithetic, "
+          f"{reference_permutations} permutations ({references[0][2]:,} evaluations per image), its variance "
+          f"||SE||^2 = {ref_var:.3g} ({math.sqrt(ref_var / ref_norm2):.1%} relative error) subtracted")
+    print(f"  {'budget':>8s} {'tree evals':>10s} {'shap evals':>10s} {'MSE tree':>10s} {'MSE anti':>10s} "
+          f"{'MSE shap':>10s} {'tree/shap':>9s} {'anti/shap':>9s}")
+    ratios = {}
+    for c in multiples:
+        budget = c * p
+        sq = {"tree": [], "antithetic": [], "shap": []}
+        used = {"tree": [], "shap": []}
+        for game, (reference, _, _) in zip(games, references):
+            for seed in range(repeats):
+                phi, n_eval = freqplug_estimate(game, "tree", budget - 2, seed)
+                sq["tree"].append(float(((phi - reference) ** 2).sum()))
+                used["tree"].append(n_eval)
+                # antithetic at (about) the same budget: K = 2 + n (P - 1), n even
+                n_perm = max(2, 2 * round((budget - 2) / (2 * (p - 1))))
+                phi, _ = freqplug_estimate(game, "antithetic", n_perm, seed)
+                sq["antithetic"].append(float(((phi - reference) ** 2).sum()))
+                phi, n_eval = shap_estimate(game, budget, seed)
+                sq["shap"].append(float(((phi - reference) ** 2).sum()))
+                used["shap"].append(n_eval)
+        mse = {k: max(sum(v) / len(v) - ref_var, 1e-300) for k, v in sq.items()}
+        ratios[c] = mse["tree"] / mse["shap"]
+        print(f"  {c:>6d}P {np.mean(used['tree']):10.0f} {np.mean(used['shap']):10.0f} {mse['tree']:10.3g} "
+              f"{mse['antithetic']:10.3g} {mse['shap']:10.3g} {ratios[c]:9.3f} {mse['antithetic'] / mse['shap']:9.3f}")
+    return ratios
+
+
+def surrogate_cpu_share(game: Game, multiple=5, repeats=2):
+    """CPU seconds of the tree estimator's reduction (3 fits + exact leaf values) / CPU seconds of the
+    model forwards of the same design, at ``multiple`` x P evaluations."""
+    from freqplug.attributions._estimators import make_design
+
+    p = game.players.num_players
+    forward_cpu, fit_cpu = 0.0, 0.0
+    for seed in range(repeats):
+        design = make_design("tree", p, multiple * p - 2, torch.Generator().manual_seed(seed))
+        coalitions = design.coalitions(torch.arange(design.num_coalitions))
+        start = time.process_time()
+        values = game.values(coalitions)
+        forward_cpu += time.process_time() - start
+        start = time.process_time()
+        design.estimate(values[None])
+        fit_cpu += time.process_time() - start
+    print(f"  tree estimator CPU at {multiple}P ({multiple * p} evaluations): fits + leaf values "
+          f"{fit_cpu / repeats:.2f} s, model forwards {forward_cpu / repeats:.2f} s per image: "
+          f"{fit_cpu / forward_cpu:.1%} of the forwards")
+    return fit_cpu / forward_cpu
+
+
+def mse_report(quick, digits_games, repeats):
+    if digits_games:
+        mse_at_budgets("digits CNN", digits_games, repeats, 400 if quick else 4000)
+    model = cifar10_resnet18()
+    x, y = sample_images("cifar10")
+    n_images = 1 if quick else 2
+    players_64 = radius_grouped_pairs(32, 32, 64)
+    games = [Game(model, x[i], y[i], players_64) for i in range(n_images)]
+    mse_at_budgets("embedded ResNet-18", games, 2 if quick else 3, 60 if quick else 300)
+    surrogate_cpu_share(games[0])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one image, few repeats (smoke run)")
@@ -264,8 +351,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--output", choices=("logprob", "prob", "logit"), default="logprob",
                         help="which output of the true class is the game (default: %(default)s)")
-    parser.add_argument("--only", choices=("games", "throughput"), help="run one part only")
+    parser.add_argument("--only", choices=("games", "throughput", "mse", "issue12"),
+                        help="run one part only (issue12: game (a) and the MSE table (d))")
     args = parser.parse_args()
+    torch.set_num_threads(1)
     Game.output = args.output
     if args.only == "throughput":
         throughput(args.quick)
@@ -279,20 +368,24 @@ def main():
           f"images: the first {n_images} held-out digits")
     xs, ys = x[held_out][:n_images], y[held_out][:n_images]
 
-    players_16 = radial_band_players(32, 32, 16, metric="l2")
-    games_a = [Game(model, xi, yi, players_16) for xi, yi in zip(xs, ys)]
-    start = time.perf_counter()
-    references_a = [exact_values(g) for g in games_a]
-    print(f"game (a) exact values by 2^16 enumeration: {time.perf_counter() - start:.1f} s")
-    report_game("(a)", games_a, references_a, 16, repeats, args.quick)
-
+    if args.only != "mse":
+        players_16 = radial_band_players(32, 32, 16, metric="l2")
+        games_a = [Game(model, xi, yi, players_16) for xi, yi in zip(xs, ys)]
+        start = time.perf_counter()
+        references_a = [exact_values(g) for g in games_a]
+        print(f"game (a) exact values by 2^16 enumeration: {time.perf_counter() - start:.1f} s")
+        report_game("(a)", games_a, references_a, 16, repeats, args.quick)
     players_64 = radius_grouped_pairs(32, 32, 64)
     games_b = [Game(model, xi, yi, players_64) for xi, yi in zip(xs, ys)]
+    if args.only in ("mse", "issue12"):
+        mse_report(args.quick, games_b, repeats)
+        return
     reference_samples = 200 if args.quick else 4000
     references_b = [freqplug_estimate(g, "antithetic", reference_samples, 12345)[0] for g in games_b]
     print(f"game (b) reference: antithetic, {reference_samples} permutations per image")
     report_game("(b)", games_b, references_b, 64, repeats, args.quick)
     if args.only != "games":
+        mse_report(args.quick, games_b, repeats)
         throughput(args.quick)
 
 

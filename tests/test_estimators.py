@@ -19,7 +19,6 @@ from freqplug import FrequencyShapley
 from freqplug.attributions import _tree_shapley
 from freqplug.attributions._estimators import (
     REGISTRY,
-    TreeDesign,
     design_size,
     exact_design_values,
     exact_shapley,
@@ -111,6 +110,23 @@ def test_exactly_efficient_on_an_arbitrary_game():
     assert float(estimate.values.sum() - (values[0, 1] - values[0, 0])) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_residual_samples_are_unbiased_under_the_pair_design():
+    # E_S[u(S)] over |S| uniform on 1..P-1, S uniform given its size, equals phi(r) - (r(N) - r(empty)) / P
+    from math import comb
+
+    from freqplug.attributions._estimators import _residual_samples
+
+    p = 6
+    table = random_game(p, seed=7)
+    coalitions = exact_design_values(p)
+    size = coalitions.sum(1)
+    inner = (size > 0) & (size < p)
+    probability = 1.0 / ((p - 1) * torch.tensor([comb(p, int(k)) for k in size[inner]], dtype=torch.float64))
+    samples = torch.from_numpy(_residual_samples(coalitions[inner].numpy(), table[inner].numpy(), p))
+    expected = exact_shapley(table[None], p)[0] - (table[-1] - table[0]) / p
+    assert torch.allclose(probability @ samples, expected, atol=1e-12)
+
+
 def test_standard_errors_cover_the_error():
     # a small noisy game (a linear part, a 3-way interaction and independent noise on every coalition)
     p = 8
@@ -118,14 +134,16 @@ def test_standard_errors_cover_the_error():
     weights = torch.randn(p, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     table = z @ weights + 1.5 * z[:, 0] * z[:, 3] * z[:, 5] + 0.3 * random_game(p, seed=3)
     exact = exact_shapley(table[None], p)[0]
-    covered, errors = [], []
+    covered, covered_unbiased, errors = [], [], []
     for seed in range(6):
         design = make_design("tree", p, 32, torch.Generator().manual_seed(seed))
-        estimate = design.estimate(design_values(design, table))
-        error = (estimate.values[0] - exact).abs()
-        covered.append((error <= 3 * estimate.stderr[0]).float())
+        parts = design.estimate_parts(design_values(design, table))
+        error = (parts["values"][0] - exact).abs()
+        covered.append((error <= 3 * parts["stderr"][0]).float())
+        covered_unbiased.append(((parts["unbiased"][0] - exact).abs() <= 3 * parts["stderr"][0]).float())
         errors.append(float(error.norm()))
-    assert float(torch.cat(covered).mean()) >= 0.9
+    # the blend and the unbiased cross-fitted estimate it leans on are both within 3 SE almost always
+    assert float(torch.cat(covered).mean()) >= 0.9 and float(torch.cat(covered_unbiased).mean()) >= 0.9
     assert max(errors) > 1e-3  # the game is noisy enough for the check to mean something
 
 

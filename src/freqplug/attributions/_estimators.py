@@ -479,12 +479,20 @@ class TreeDesign(Design):
         return torch.cat([torch.zeros(1, p, dtype=torch.bool), torch.ones(1, p, dtype=torch.bool), self.z]).numpy()
 
     def estimate(self, values: torch.Tensor) -> Estimate:
+        parts = self.estimate_parts(values)
+        return Estimate(parts["values"], parts["stderr"], self.n_samples // 2)
+
+    def estimate_parts(self, values: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The estimate's ingredients per image, float64 (N, P): ``surrogate`` (phi_surr), ``unbiased`` (U),
+        ``stderr`` (sqrt Var(U)), ``values`` (the blend), and ``blend`` (N,) (lam)."""
         values = values.to(torch.float64).cpu().numpy()
         z = self.all_coalitions()
-        phi, stderr = zip(*(self._estimate_one(z, row) for row in values))
-        return Estimate(torch.from_numpy(np.stack(phi)), torch.from_numpy(np.stack(stderr)), self.n_samples // 2)
+        parts = [self._estimate_one(z, row) for row in values]
+        names = ("values", "stderr", "surrogate", "unbiased", "blend")
+        return {name: torch.from_numpy(np.stack([np.asarray(part[k]) for part in parts]))
+                for k, name in enumerate(names)}
 
-    def _estimate_one(self, z: np.ndarray, v: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def _estimate_one(self, z: np.ndarray, v: np.ndarray) -> Tuple[np.ndarray, ...]:
         from ._tree_shapley import fit_surrogate
 
         p, pairs = self.num_players, self.n_samples // 2
@@ -509,7 +517,7 @@ class TreeDesign(Design):
         difference = unbiased - phi_surrogate
         distance = float(difference @ difference)
         lam = float(np.clip(1.0 - variance.sum() / distance, 0.0, 1.0)) if distance > 0 else 0.0
-        return phi_surrogate + lam * difference, np.sqrt(variance)
+        return phi_surrogate + lam * difference, np.sqrt(variance), phi_surrogate, unbiased, lam
 
 
 def _residual_samples(coalitions: np.ndarray, residual: np.ndarray, p: int) -> np.ndarray:

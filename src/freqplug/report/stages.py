@@ -439,26 +439,34 @@ def _run_frequency_shapley(ctx: StageContext):
     x, y = ctx.x[:k].to(ctx.device), ctx.y[:k].to(ctx.device)
     fs = FrequencyShapley(lambda z: torch.softmax(model(z), dim=1))  # Chen2022's game: class probability
     result = fs.attribute(x, target=y, players=s["players"], n_samples=s["n_samples"], seed=ctx.seed,
-                          show_progress=ctx.show_progress,
+                          show_progress=ctx.show_progress, estimator=s.get("estimator", "auto"),
                           return_result=True)
     attributions = result.attributions.cpu()
     mean_map = centered_attributions(attributions.mean(0))
     radial = radial_average(attributions.mean(0))
     m = min(k, 4)
-    pfc = reconstruct_from_mask(ctx.x[:m], result.positive_mask()[:m].cpu())
-    nfc = reconstruct_from_mask(ctx.x[:m], result.negative_mask()[:m].cpu())
+    # only components whose sign the sampling error cannot flip (|phi| > 2 SE) are PFC / NFC
+    pfc = reconstruct_from_mask(ctx.x[:m], result.positive_mask(determined_only=True)[:m].cpu())
+    nfc = reconstruct_from_mask(ctx.x[:m], result.negative_mask(determined_only=True)[:m].cpu())
+    relative_stderr = result.relative_stderr.double().cpu()
     return {"metrics": {"n_images": k, "players": s["players"], "n_samples": s["n_samples"],
                         "radial_mean": _tolist(radial), "positive_fraction": (attributions > 0).double().mean().item(),
                         "negative_fraction": (attributions < 0).double().mean().item(),
                         "max_abs_efficiency_gap": result.efficiency_gap.abs().max().item(),
-                        "n_evaluations": int(result.n_evaluations)},
+                        "n_evaluations": int(result.n_evaluations), "estimator": result.estimator,
+                        "sign_determined_fraction": result.sign_determined.double().mean().item(),
+                        "median_relative_stderr": (relative_stderr.nanmedian().item()
+                                                   if bool(torch.isfinite(relative_stderr).any()) else None)},
             "arrays": {"mean_map": mean_map, "radial": radial, "images": ctx.x[:m].clone(), "pfc": pfc, "nfc": nfc}}
 
 
 def _rows_frequency_shapley(m) -> Rows:
     return [("images", m["n_images"]), ("players (patch grid)", m["players"]), ("permutations", m["n_samples"]),
             ("positive bins", m["positive_fraction"]), ("negative bins", m["negative_fraction"]),
-            ("max |efficiency gap|", m["max_abs_efficiency_gap"])]
+            ("max |efficiency gap|", m["max_abs_efficiency_gap"])] + [
+        (label, m[key]) for label, key in (("estimator", "estimator"),
+                                           ("sign determined (|phi| > 2 SE)", "sign_determined_fraction"),
+                                           ("median relative SE", "median_relative_stderr")) if key in m]
 
 
 # ------------------------------------------------------------------------------------------ frequency bias

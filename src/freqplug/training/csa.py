@@ -46,8 +46,13 @@ from .._validation import (
     check_seed,
 )
 from .._version import __version__
-from ..attributions._estimators import ESTIMATORS
-from ..attributions.frequency_shapley import FrequencyShapley, negative_frequency_mask, reconstruct_from_mask
+from ..attributions._estimators import ESTIMATORS, default_n_samples, design_size
+from ..attributions.frequency_shapley import (
+    FrequencyShapley,
+    negative_frequency_mask,
+    reconstruct_from_mask,
+    sign_determined,
+)
 from ..spectral import Players, make_players
 
 __all__ = ["CSABank", "CSAugment", "assemble_bank", "attribute_images", "nfc_images", "select_per_class"]
@@ -62,7 +67,7 @@ FILE_FORMAT_VERSION = 1
 #: CSA's estimator (antithetic permutations: exact for the order <= 2 interactions frequency games nearly have).
 DEFAULT_ESTIMATOR = "antithetic"
 #: Samples per round of the adaptive build: permutations (permutation, antithetic), coalitions (owen);
-#: ``kernel`` uses 8 coalitions per player.
+#: ``kernel`` uses 8 coalitions per player, ``tree`` 10 (P - 1) coalitions (the registry's defaults).
 ROUND_SAMPLES = 10
 #: Cap of the adaptive build: at most this many rounds of ROUND_SAMPLES per image.
 DEFAULT_MAX_ROUNDS = 8
@@ -123,20 +128,15 @@ def combine_estimates(first, second):
 
 
 def undetermined_fraction(values: torch.Tensor, stderr: torch.Tensor) -> torch.Tensor:
-    """Fraction (...,) of players whose sign is undetermined: ``|phi| < 2 stderr`` or stderr NaN."""
-    undetermined = (values.abs() < 2 * stderr) | torch.isnan(stderr)
-    return undetermined.double().mean(dim=-1)
+    """Fraction (...,) of players whose sign is undetermined: not ``|phi| > 2 stderr`` (or stderr NaN); the
+    rule of :func:`freqplug.attributions.frequency_shapley.sign_determined` (``result.sign_determined``)."""
+    return (~sign_determined(values, stderr)).double().mean(dim=-1)
 
 
 def evaluations_per_run(estimator: str, num_players: int, n_samples: int) -> int:
-    """Model evaluations (masked images) of one FrequencyShapley run on one image."""
-    if estimator == "kernel":
-        return 2 + n_samples
-    if estimator == "owen":
-        return 2 + n_samples * (num_players + 1)
-    if estimator == "antithetic":
-        n_samples += n_samples % 2
-    return 2 + n_samples * (num_players - 1)
+    """Model evaluations (masked images) of one FrequencyShapley run on one image (the estimator registry's
+    :func:`~freqplug.attributions._estimators.design_size`)."""
+    return design_size(estimator, num_players, n_samples)
 
 
 def image_seed(seed: int, index: int, round_index: int = 0) -> int:
@@ -228,7 +228,8 @@ def attribute_images(model: Optional[nn.Module], inputs: torch.Tensor, labels: t
         indices: (M,) dataset index of every image (seeds its randomness); default ``arange(M)``.
         players, estimator: FrequencyShapley's partition and estimator (one of
             ``freqplug.attributions._estimators.ESTIMATORS``).
-        n_samples: samples per round (default :data:`ROUND_SAMPLES`; ``kernel``: 8 per player).
+        n_samples: samples per round (default :data:`ROUND_SAMPLES`; ``kernel``: 8 per player; ``tree``:
+            10 (P - 1) coalitions).
         max_rounds: rounds cap; default :data:`DEFAULT_MAX_ROUNDS` when ``n_samples`` is None, else 1
             (a given ``n_samples`` is a fixed budget, as before).
         sign_tolerance: stop an image once at most this fraction of its players is undetermined.
@@ -267,7 +268,7 @@ def attribute_images(model: Optional[nn.Module], inputs: torch.Tensor, labels: t
         num_players = resolved.num_players
         fixed = n_samples is not None
         if n_samples is None:
-            n_samples = 8 * num_players if estimator == "kernel" else ROUND_SAMPLES
+            n_samples = _round_default(estimator, num_players)
         n_samples = check_positive_int(n_samples, "n_samples")
         max_rounds = (1 if fixed else DEFAULT_MAX_ROUNDS) if max_rounds is None else \
             check_positive_int(max_rounds, "max_rounds")
@@ -427,12 +428,18 @@ def assemble_bank(inputs: torch.Tensor, labels: torch.Tensor, attributions: Imag
                    shapley_stderr=attributions.stderr, samples=attributions.samples)
 
 
+def _round_default(estimator: str, num_players: int) -> int:
+    """Samples per round: the registry's default for the coalition-counting ``kernel`` and ``tree``,
+    :data:`ROUND_SAMPLES` for the others."""
+    return default_n_samples(estimator, num_players) if estimator in ("kernel", "tree") else ROUND_SAMPLES
+
+
 def _resolve_budget(estimator: str, num_players: int, n_samples: Optional[int], max_rounds: Optional[int]):
     """(samples per round, rounds cap): a given ``n_samples`` is a fixed budget (one round unless
     ``max_rounds`` says otherwise); None means the adaptive default."""
     fixed = n_samples is not None
     if n_samples is None:
-        n_samples = 8 * num_players if estimator == "kernel" else ROUND_SAMPLES
+        n_samples = _round_default(estimator, num_players)
     n_samples = check_positive_int(n_samples, "n_samples")
     if max_rounds is None:
         max_rounds = 1 if fixed else DEFAULT_MAX_ROUNDS
