@@ -332,15 +332,14 @@ def surrogate_cpu_share(game: Game, multiple=5, repeats=2):
     return fit_cpu / forward_cpu
 
 
-def mse_report(quick, digits_games, repeats):
+def mse_report(quick, digits_games, repeats, resnet_images=2, resnet_reference=150):
     if digits_games:
         mse_at_budgets("digits CNN", digits_games, repeats, 400 if quick else 4000)
     model = cifar10_resnet18()
     x, y = sample_images("cifar10")
-    n_images = 1 if quick else 2
     players_64 = radius_grouped_pairs(32, 32, 64)
-    games = [Game(model, x[i], y[i], players_64) for i in range(n_images)]
-    mse_at_budgets("embedded ResNet-18", games, 2 if quick else 3, 60 if quick else 300)
+    games = [Game(model, x[i], y[i], players_64) for i in range(1 if quick else resnet_images)]
+    mse_at_budgets("embedded ResNet-18", games, 2 if quick else 3, 40 if quick else resnet_reference)
     surrogate_cpu_share(games[0])
 
 
@@ -351,6 +350,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--output", choices=("logprob", "prob", "logit"), default="logprob",
                         help="which output of the true class is the game (default: %(default)s)")
+    parser.add_argument("--resnet-images", type=int, default=2, help="CIFAR images of the ResNet-18 MSE table")
+    parser.add_argument("--resnet-reference", type=int, default=150,
+                        help="antithetic permutations of the ResNet-18 reference (63 evaluations each)")
     parser.add_argument("--only", choices=("games", "throughput", "mse", "issue12"),
                         help="run one part only (issue12: game (a) and the MSE table (d))")
     args = parser.parse_args()
@@ -378,14 +380,14 @@ def main():
     players_64 = radius_grouped_pairs(32, 32, 64)
     games_b = [Game(model, xi, yi, players_64) for xi, yi in zip(xs, ys)]
     if args.only in ("mse", "issue12"):
-        mse_report(args.quick, games_b, repeats)
+        mse_report(args.quick, games_b, repeats, args.resnet_images, args.resnet_reference)
         return
     reference_samples = 200 if args.quick else 4000
     references_b = [freqplug_estimate(g, "antithetic", reference_samples, 12345)[0] for g in games_b]
     print(f"game (b) reference: antithetic, {reference_samples} permutations per image")
     report_game("(b)", games_b, references_b, 64, repeats, args.quick)
     if args.only != "games":
-        mse_report(args.quick, games_b, repeats)
+        mse_report(args.quick, games_b, repeats, args.resnet_images, args.resnet_reference)
         throughput(args.quick)
 
 
