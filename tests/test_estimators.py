@@ -231,3 +231,17 @@ def test_undetermined_signs_are_neither_pfc_nor_nfc():
                            else result.negative_mask()[0],
                            (result.attributions[0] > 0) if bool(((result.values[0] > 0) & undetermined).any())
                            else (result.attributions[0] < 0))
+
+
+def test_tree_values_do_not_depend_on_batching_or_chunking():
+    # the same coalitions for every image and one fit per image: an image's values are the same alone or in a
+    # batch, whatever perturbations_per_eval
+    model = tiny_cnn()
+    x = images(2, seed=3)
+    explainer = FrequencyShapley(model)
+    together = explainer.attribute(x, target=torch.tensor([1, 2]), players=PLAYERS, n_samples=2,
+                                   perturbations_per_eval=7, return_result=True)
+    alone = explainer.attribute(x[1:], target=2, players=PLAYERS, n_samples=2, return_result=True)
+    assert together.estimator == alone.estimator == "tree"
+    assert torch.allclose(together.values[1], alone.values[0], rtol=0, atol=1e-12)
+    assert torch.allclose(together.stderr[1], alone.stderr[0], rtol=0, atol=1e-12)
