@@ -218,7 +218,7 @@ class FrequencyShapley(FrequencyAttribution):
                 evaluations per image and XGBoost (``freqplug[shapley]``) is installed, else ``"antithetic"``),
                 ``"tree"`` (boosted-tree surrogate with a cross-fitted correction; about 4x fewer evaluations
                 than antithetic sampling for the same error at 2P-10P evaluations), ``"antithetic"`` (the
-                default before 0.x), ``"permutation"`` (Chen2022's), ``"kernel"``, ``"owen"`` (see
+                previous default), ``"permutation"`` (Chen2022's), ``"kernel"``, ``"owen"`` (see
                 ``freqplug.attributions._estimators`` for each design). ``result.estimator`` says which ran.
             seed: seeds the sampling and the per-image baselines; default 0 (the same call gives the
                 same result); None draws a fresh seed from the OS (torch's global RNG is never used).
