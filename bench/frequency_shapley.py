@@ -338,9 +338,11 @@ def surrogate_cpu_share(game: Game, multiple=5, repeats=2):
     return fit_cpu / forward_cpu
 
 
-def mse_report(quick, digits_games, repeats, resnet_images=2, resnet_reference=150):
+def mse_report(quick, digits_games, repeats, resnet_images=2, resnet_reference=150, digits_reference=4000):
     if digits_games:
-        mse_at_budgets("digits CNN", digits_games, repeats, 400 if quick else 4000)
+        mse_at_budgets("digits CNN", digits_games, repeats, 400 if quick else digits_reference)
+    if resnet_images <= 0:
+        return
     model = cifar10_resnet18()
     x, y = sample_images("cifar10")
     players_64 = radius_grouped_pairs(32, 32, 64)
@@ -357,16 +359,22 @@ def main():
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--output", choices=("logprob", "prob", "logit"), default="logprob",
                         help="which output of the true class is the game (default: %(default)s)")
-    parser.add_argument("--resnet-images", type=int, default=2, help="CIFAR images of the ResNet-18 MSE table")
+    parser.add_argument("--resnet-images", type=int, default=2,
+                        help="CIFAR images of the ResNet-18 MSE table (0: skip it)")
+    parser.add_argument("--digits-reference", type=int, default=4000,
+                        help="antithetic permutations of the digits 64-player reference")
     parser.add_argument("--resnet-reference", type=int, default=150,
                         help="antithetic permutations of the ResNet-18 reference (63 evaluations each)")
-    parser.add_argument("--only", choices=("games", "throughput", "mse", "issue12"),
+    parser.add_argument("--only", choices=("games", "throughput", "mse", "issue12", "resnet-mse"),
                         help="run one part only (issue12: game (a) and the MSE table (d))")
     args = parser.parse_args()
     torch.set_num_threads(1)
     Game.output = args.output
     if args.only == "throughput":
         throughput(args.quick)
+        return
+    if args.only == "resnet-mse":  # the ResNet-18 half of (d) alone (it can run beside the digits half)
+        mse_report(args.quick, None, args.repeats, max(args.resnet_images, 1), args.resnet_reference)
         return
     torch.manual_seed(0)
     n_images, repeats = (1, 2) if args.quick else (args.images, args.repeats)
@@ -388,14 +396,14 @@ def main():
     players_64 = radius_grouped_pairs(32, 32, 64)
     games_b = [Game(model, xi, yi, players_64) for xi, yi in zip(xs, ys)]
     if args.only in ("mse", "issue12"):
-        mse_report(args.quick, games_b, repeats, args.resnet_images, args.resnet_reference)
+        mse_report(args.quick, games_b, repeats, args.resnet_images, args.resnet_reference, args.digits_reference)
         return
     reference_samples = 200 if args.quick else 4000
     references_b = [freqplug_estimate(g, "antithetic", reference_samples, 12345)[0] for g in games_b]
     print(f"game (b) reference: antithetic, {reference_samples} permutations per image")
     report_game("(b)", games_b, references_b, 64, repeats, args.quick)
     if args.only != "games":
-        mse_report(args.quick, games_b, repeats, args.resnet_images, args.resnet_reference)
+        mse_report(args.quick, games_b, repeats, args.resnet_images, args.resnet_reference, args.digits_reference)
         throughput(args.quick)
 
 
