@@ -178,6 +178,17 @@ def make_design(estimator: str, num_players: int, n_samples: int, generator: tor
     return REGISTRY[estimator].build(num_players, n_samples, generator)
 
 
+def make_deduplicated_design(estimator: str, num_players: int, n_samples: int,
+                             generator: torch.Generator) -> "DeduplicatedPermutationDesign":
+    """A permutation design with every distinct prefix coalition evaluated once (for games with few players,
+    e.g. SpectralBandShapley's bands): ``estimator`` must be ``"antithetic"`` (the only registry entry with a
+    deduplicated form); ``n_samples`` permutations rounded up to even, as for :func:`make_design`. At most
+    :func:`design_size` coalitions (``2 + n_samples (P - 1)``), fewer when permutations share prefixes."""
+    check_choice(estimator, "estimator", ("antithetic",))
+    design_size(estimator, num_players, n_samples)
+    return DeduplicatedPermutationDesign(num_players, _even(n_samples) // 2, generator)
+
+
 def default_n_samples(estimator: str, num_players: int) -> int:
     """The budget ``n_samples`` an estimator uses when none is given (``auto``: 10 permutations' worth)."""
     if estimator == "auto":

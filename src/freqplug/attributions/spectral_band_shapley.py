@@ -53,7 +53,7 @@ from ._captum import (
     rows_target,
     select_targets,
 )
-from ._estimators import DeduplicatedPermutationDesign, exact_design_values, exact_shapley_weights
+from ._estimators import exact_design_values, exact_shapley_weights, make_deduplicated_design
 from ._stats import equal_means_test
 
 #: Largest M evaluated exactly (2^12 = 4096 coalitions per image); larger M are sampled.
@@ -416,7 +416,7 @@ class SpectralBandShapley(FrequencyAttribution):
             return exact_design_values(m), exact
         check_positive_int(n_samples, "n_samples", minimum=2)
         check_seed(seed, allow_none=False)
-        design = DeduplicatedPermutationDesign(m, _num_pairs(n_samples), torch.Generator().manual_seed(seed))
+        design = make_deduplicated_design("antithetic", m, n_samples, torch.Generator().manual_seed(seed))
         return design.coalitions, design.estimate
 
     def _baseline_fill(self, x: Tensor, baselines: Any, noise_std: float, seed: int,
