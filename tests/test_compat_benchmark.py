@@ -46,7 +46,7 @@ def backend(request):
 
 def test_benchmark_resumes_from_a_state_file_with_every_backend(cifar_folder, backend, tmp_path, capsys):
     root, model, eps = cifar_folder
-    counting = CountingModel(model)
+    counting = CountingModel(model).eval()
     state_path = tmp_path / "aa_state.json"
     run = dict(n_examples=4, dataset="cifar10", threat_model="Linf", data_dir=root, batch_size=4, eps=eps,
                aa_state_path=state_path, backend=backend)
