@@ -16,6 +16,7 @@ from .robustbench import (
     checkpoint_paths,
     load_model,
     model_names,
+    model_preprocessing,
 )
 
 __all__ = [
@@ -26,5 +27,6 @@ __all__ = [
     "is_shim",
     "load_model",
     "model_names",
+    "model_preprocessing",
     "uninstall_autoattack",
 ]

@@ -21,7 +21,8 @@ from typing import Iterator, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
-__all__ = ["CheckpointNotFoundError", "benchmark", "checkpoint_paths", "load_model", "model_names"]
+__all__ = ["CheckpointNotFoundError", "benchmark", "checkpoint_paths", "load_model", "model_names",
+           "model_preprocessing"]
 
 #: Environment variables that switch :func:`load_model` to offline mode when set to 1/true.
 OFFLINE_ENV = ("FREQPLUG_OFFLINE", "HF_HUB_OFFLINE")
@@ -101,6 +102,37 @@ def checkpoint_paths(model_name: str, model_dir: Union[str, Path] = "./models", 
     if isinstance(ids, list):
         return [Path(f"{base}_m{i}.pt") for i in range(len(ids))], list(ids)
     return [base], [ids]
+
+
+def model_preprocessing(model_name: str, dataset: str = "imagenet", threat_model: str = "Linf") -> Optional[str]:
+    """The image preprocessing RobustBench's ``benchmark`` uses for a model-zoo entry (no network, no weights).
+
+    ``robustbench.data.get_preprocessing`` without an explicit ``preprocessing``: CIFAR images are used
+    as stored (None, ToTensor); ImageNet entries registered in timm (XCiT) use timm's config of the model
+    (returned as ``"timm:<timm name>"``); the others their ``'preprocessing'`` entry in the model zoo
+    (``'Res256Crop224'``, ``'Crop288'``, ``'BicubicRes256Crop224'``, ...). Pass the result as
+    ``preprocessing=`` to :func:`freqplug.data.load_data` / ``image_folder`` / ``robustbench_folder``.
+
+    Args:
+        model_name: model-zoo name.
+        dataset: ``"cifar10"``, ``"cifar100"`` or ``"imagenet"``.
+        threat_model: ``"Linf"``, ``"L2"``, ``"corruptions"`` or ``"corruptions_3d"``.
+
+    Returns:
+        A name in :data:`freqplug.data.ROBUSTBENCH_PREPROCESSINGS`, ``"timm:<name>"``, or None (CIFAR).
+    """
+    _robustbench()
+    import timm
+
+    dataset_, zoo_threat = _enums(dataset, threat_model)
+    threat_ = type(zoo_threat)(threat_model)
+    if dataset_.value != "imagenet":
+        _zoo_entry(model_name, dataset_, zoo_threat)  # checks the name
+        return None
+    timm_name = _timm_name(model_name, dataset_, threat_) if isinstance(model_name, str) else ""
+    if timm_name and timm.is_model(timm_name):
+        return f"timm:{timm_name}"
+    return _zoo_entry(model_name, dataset_, zoo_threat)["preprocessing"]
 
 
 def _offline_from_env() -> bool:
