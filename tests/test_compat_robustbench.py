@@ -162,6 +162,15 @@ data_dir, state_path = sys.argv[1], sys.argv[2]
 preprocessing = transforms.Compose([transforms.Resize((32, 32)), transforms.ToTensor()])
 x, y = robustbench.data.load_imagenet(20, data_dir, preprocessing)
 model = _template_classifier(x, y)
+from freqplug.eval import AutoAttackRunner, available_backends
+
+assert "autoattack" not in available_backends()  # the shim is not the official backend
+try:
+    AutoAttackRunner(model, backend="autoattack")
+except ImportError as error:
+    assert "git+https://github.com/fra31/auto-attack" in str(error), error
+else:
+    raise AssertionError("backend='autoattack' ran without the official package")
 run = dict(n_examples=20, dataset="imagenet", threat_model="Linf", data_dir=data_dir, device=torch.device("cpu"),
            batch_size=20, eps=0.5, preprocessing=preprocessing, aa_state_path=state_path)
 first = robustbench.eval.benchmark(model, **run)
