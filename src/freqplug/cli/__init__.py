@@ -120,12 +120,13 @@ def _read_classes(path: Optional[str]):
     return classes
 
 
-def _load_data(args, models):
+def _load_data(args, models=None):
     from ..data import load_data
     from ..models.loading import data_preprocessing
 
     # ImageNet images are preprocessed as the RobustBench models need (their zoo entry), as robustbench's benchmark.
-    preprocessing = data_preprocessing(models.values(), args.dataset) if args.data_dir is not None else None
+    preprocessing = (data_preprocessing(models.values(), args.dataset)
+                     if models and args.data_dir is not None else None)
     loaded = load_data(args.data_dir, dataset=args.dataset, n=args.n_examples, classes=_read_classes(args.classes),
                        preprocessing=preprocessing)
     wanted = args.n_examples
