@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from freqplug.compat import CheckpointNotFoundError, install_autoattack, load_model
+from freqplug.models import load_model_spec
 
 XCIT = ("Debenedetti2022Light_XCiT-S12", "cifar10", "debenedetti2022light_xcit_s12_cifar10_linf",
         "debenedetti2022light-xcit-s-cifar10-linf.pth.tar")
@@ -55,7 +56,7 @@ def test_timm_entry_offline(torch_home, tmp_path, no_network):
 
 
 @pytest.mark.slow
-def test_imagenet_standard_offline(torch_home, tmp_path, no_network):
+def test_imagenet_standard_offline(torch_home, tmp_path, no_network, monkeypatch):
     from torchvision.models import ResNet50_Weights, resnet50
 
     expected = torch_home / ResNet50_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[1]
@@ -69,7 +70,11 @@ def test_imagenet_standard_offline(torch_home, tmp_path, no_network):
         reference = resnet50().eval()
     expected.parent.mkdir(parents=True, exist_ok=True)
     torch.save(reference.state_dict(), expected)
-    model = load_model("Standard_R50", tmp_path / "models", "imagenet", download=False)
+    # Through the command line's loader, offline by the environment variable: the model and its preprocessing.
+    monkeypatch.setenv("FREQPLUG_OFFLINE", "1")
+    loaded = load_model_spec("Standard_R50", dataset="imagenet", model_dir=tmp_path / "models")
+    assert loaded.source["preprocessing"] == "Res256Crop224" and loaded.source["kind"] == "robustbench"
+    model = loaded.model
     assert not model.training
     # RobustBench wraps it with ImageNet normalisation: the same network behind (x - mean) / std.
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
