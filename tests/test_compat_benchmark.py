@@ -88,3 +88,30 @@ def test_benchmark_without_a_state_file_and_argument_checks(cifar_folder, tmp_pa
         benchmark(model, **run, aa_state_path=3)
     with pytest.raises(ValueError, match="`n_examples` must be a positive int"):
         benchmark(model, **{**run, "n_examples": 0})
+
+
+def test_why_not_robustbenchs_own_resume_with_the_official_package(cifar_folder, tmp_path):
+    """The two upstream faults freqplug.compat.benchmark works around (official package 0.1, robustbench 1.1.1): the
+    official state file cannot be resumed by the official class, and robustbench's `robust_flags.mean()` fails on
+    the bool flags. When this test fails, upstream has fixed them and the workaround can be reconsidered."""
+    root, model, eps = cifar_folder
+    x = sample_images("cifar10")[0][:4]
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    state_path = tmp_path / "official_state.json"
+    with official_autoattack() as autoattack:
+        from autoattack.state import EvaluationState
+
+        autoattack.AutoAttack(model, norm="Linf", eps=eps, version="standard", device="cpu",
+                              verbose=False).run_standard_evaluation(x, y, bs=4, state_path=state_path)
+        with pytest.raises(ValueError, match="different set of attacks"):
+            autoattack.AutoAttack(model, norm="Linf", eps=eps, version="standard", device="cpu",
+                                  verbose=False).run_standard_evaluation(x, y, bs=4, state_path=state_path)
+        flags = EvaluationState.from_disk(state_path).robust_flags
+        assert flags.dtype == torch.bool
+        with pytest.raises(RuntimeError, match="mean"):
+            flags.mean()
+    # freqplug's reader takes the official file as it is.
+    from freqplug.eval import EvaluationState as Ours
+
+    assert Ours.from_disk(state_path).attacks_to_run == set(STANDARD)

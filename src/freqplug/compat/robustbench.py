@@ -344,7 +344,7 @@ def benchmark(model: nn.Module, n_examples: int = 10000, dataset: str = "cifar10
 
     Why not robustbench's own function: with the official AutoAttack package installed,
     ``robustbench.eval.benchmark(..., aa_state_path=...)`` computes ``mean()`` of the bool flags
-    the official ``EvaluationState.from_disk`` returns (a TypeError), and the official state file
+    the official ``EvaluationState.from_disk`` returns (a RuntimeError), and the official state file
     stores the attack set as a Python repr that its own ``from_disk`` never matches, so a resume
     always fails. freqplug's state file has the same format and reads both forms.
 
