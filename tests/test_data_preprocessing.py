@@ -80,6 +80,23 @@ def test_image_folder_applies_robustbenchs_transform(rb, imagenet_files, name, s
         assert torch.allclose(found.x[by_label[label]], expected, atol=1e-6)
 
 
+@pytest.mark.slow  # robustbench builds the (random) XCiT-S12 to read its config
+def test_timm_entry_preprocessing_is_robustbenchs(rb, imagenet_files):
+    from PIL import Image
+
+    data = rb[0]
+    root, files = imagenet_files
+    name = model_preprocessing("Debenedetti2022Light_XCiT-S12", "imagenet")
+    found = image_folder(root, dataset="imagenet", preprocessing=name)
+    oracle = data.get_preprocessing(rb[2].imagenet, rb[3].Linf, "Debenedetti2022Light_XCiT-S12", None)
+    by_label = {label: i for i, label in enumerate(found.y.tolist())}
+    for path, label in files:
+        with Image.open(path) as image:
+            assert torch.allclose(found.x[by_label[label]], oracle(image.convert("RGB")), atol=1e-6)
+    with pytest.raises(ValueError, match="timm knows no model 'resnet_nope'"):
+        image_folder(root, dataset="imagenet", preprocessing="timm:resnet_nope")
+
+
 def test_the_preprocessings_differ_and_default_is_res256crop224(imagenet_files):
     root, _ = imagenet_files
     default = image_folder(root, dataset="imagenet").x

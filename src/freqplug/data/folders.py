@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import pickle
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
@@ -188,8 +189,10 @@ def _preprocessing_transform(preprocessing) -> Optional[Callable]:
     """The callable (PIL image -> (C, H, W) tensor in [0, 1]) a ``preprocessing`` argument names.
 
     None and 'Res256Crop224' give None (freqplug's PIL implementation of RobustBench's default, exact, no
-    torchvision needed); the other RobustBench names and ``"timm:<name>"`` (a timm-registered model-zoo entry's
-    own preprocessing, as ``robustbench.data.get_preprocessing`` builds it) are robustbench's own transforms.
+    torchvision needed). The other RobustBench names are built as ``robustbench.data.PREPROCESSINGS`` builds
+    them, and ``"timm:<name>"`` as ``robustbench.data.get_timm_model_preprocessing`` does (resize the shorter
+    side to ``floor(input size / crop_pct)`` with the model's interpolation, centre crop, ToTensor), from
+    timm's config of the model (the tests compare both with robustbench's own transforms).
     """
     if preprocessing is None or preprocessing == "Res256Crop224":
         return None
@@ -199,14 +202,32 @@ def _preprocessing_transform(preprocessing) -> Optional[Callable]:
                                                   or preprocessing.startswith("timm:")):
         raise ValueError(f"`preprocessing` must be None, one of RobustBench's {list(ROBUSTBENCH_PREPROCESSINGS)}, "
                          f"'timm:<model name>' or a callable (PIL image -> (C, H, W) tensor), got {preprocessing!r}")
-    from ..compat.robustbench import _robustbench
+    from .._optional import require
 
-    _robustbench()  # robustbench's import needs an autoattack module
-    import robustbench.data
-
-    if preprocessing.startswith("timm:"):
-        return robustbench.data.get_timm_model_preprocessing(preprocessing[len("timm:"):])
-    return robustbench.data.PREPROCESSINGS[preprocessing]
+    transforms = require("torchvision.transforms", f"preprocessing={preprocessing!r}")
+    mode = transforms.InterpolationMode
+    if preprocessing == "Crop288":
+        return transforms.Compose([transforms.CenterCrop(288), transforms.ToTensor()])
+    if preprocessing == "Res224":
+        return transforms.Compose([transforms.Resize([224, 224]), transforms.ToTensor()])
+    if preprocessing == "BicubicRes256Crop224":
+        return transforms.Compose([transforms.Resize(256, interpolation=mode("bicubic")), transforms.CenterCrop(224),
+                                   transforms.ToTensor()])
+    name = preprocessing[len("timm:"):]
+    try:
+        from timm.models import get_pretrained_cfg, is_model
+    except ImportError as error:
+        raise ImportError(f"preprocessing={preprocessing!r} needs timm, which is not installed here ({error}); "
+                          "install it with: pip install \"freqplug[robustbench]\"") from error
+    if not is_model(name):
+        raise ValueError(f"`preprocessing` {preprocessing!r}: timm knows no model {name!r} (RobustBench registers its "
+                         "entries in timm when robustbench is imported; take the name from "
+                         "freqplug.compat.model_preprocessing)")
+    cfg = get_pretrained_cfg(name)
+    size = int(cfg.input_size[1])
+    return transforms.Compose([transforms.Resize(int(math.floor(size / cfg.crop_pct)),
+                                                 interpolation=mode(cfg.interpolation)),
+                               transforms.CenterCrop(size), transforms.ToTensor()])
 
 
 def _read_image(path: Path, mode: str, size: Optional[int], imagenet_default: bool,
