@@ -44,6 +44,7 @@ def backend(request):
         yield request.param
 
 
+@pytest.mark.slow  # AutoAttack standard through robustbench's helpers; imports the attack packages
 def test_benchmark_resumes_from_a_state_file_with_every_backend(cifar_folder, backend, tmp_path, capsys):
     root, model, eps = cifar_folder
     counting = CountingModel(model).eval()
@@ -72,6 +73,7 @@ def test_benchmark_resumes_from_a_state_file_with_every_backend(cifar_folder, ba
     assert counting.rows < 100
 
 
+@pytest.mark.slow  # AutoAttack standard through robustbench's helpers; imports the attack packages
 def test_benchmark_without_a_state_file_and_argument_checks(cifar_folder, tmp_path):
     root, model, eps = cifar_folder
     run = dict(n_examples=4, dataset="cifar10", data_dir=root, batch_size=4, eps=eps)
@@ -90,6 +92,7 @@ def test_benchmark_without_a_state_file_and_argument_checks(cifar_folder, tmp_pa
         benchmark(model, **{**run, "n_examples": 0})
 
 
+@pytest.mark.slow  # AutoAttack standard through robustbench's helpers; imports the attack packages
 def test_why_not_robustbenchs_own_resume_with_the_official_package(cifar_folder, tmp_path):
     """The two upstream faults freqplug.compat.benchmark works around (official package 0.1, robustbench 1.1.1): the
     official state file cannot be resumed by the official class, and robustbench's `robust_flags.mean()` fails on
