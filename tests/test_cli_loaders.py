@@ -471,3 +471,30 @@ def test_loaders_leave_the_global_rng_alone(tmp_path, cifar_samples):
     cifar10_resnet18()
     load_model_spec(str(tmp_path / "cli_nets_seeding.py") + ":build")
     assert torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+def test_cli_reads_a_robustbench_cifar_folder_as_robustbenchs_own_loader(tmp_path, dataset, monkeypatch, no_network):
+    """`freqplug profile --data-dir DIR --dataset D` on RobustBench's CIFAR layout gives exactly what robustbench's
+    own `load_clean_dataset(dataset, n, data_dir, prepr)` gives. The folder is built from the sample images, so the
+    md5 sums of the official archive cannot match: torchvision's checksum is the one thing switched off (else
+    its `download=True` would go to the network); reading and decoding are robustbench's and torchvision's."""
+    import torchvision.datasets.cifar
+
+    from freqplug.cli import _load_data, build_parser
+    from freqplug.compat import install_autoattack
+
+    install_autoattack()
+    from robustbench.data import PREPROCESSINGS, load_clean_dataset
+    from robustbench.model_zoo.enums import BenchmarkDataset
+
+    x, y = sample_images(dataset)
+    write_cifar_batch(tmp_path, x, y, dataset)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args, **kwargs: True)
+    x_rb, y_rb = load_clean_dataset(BenchmarkDataset(dataset), 15, str(tmp_path), PREPROCESSINGS[None])
+    args = build_parser().parse_args(["profile", "--data-dir", str(tmp_path), "--dataset", dataset,
+                                      "--n-examples", "15"])
+    data = _load_data(args, {})
+    assert data.source["kind"] == "robustbench_folder" and data.source["n_examples"] == 15
+    assert torch.equal(data.x, x_rb) and torch.equal(data.y, y_rb)
+    assert torch.equal(data.x, x[:15]) and torch.equal(data.y, y[:15])

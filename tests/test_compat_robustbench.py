@@ -7,18 +7,20 @@ model-zoo architecture saved here, and the ``autoattack`` calls it makes.
 
 import ast
 import importlib
+import importlib.util
 import json
 import shutil
-import socket
 import sys
 import warnings
 from pathlib import Path
 
 import helpers
 import pytest
+from helpers.eval import BLOCK_OFFICIAL_AUTOATTACK, official_autoattack_installed
 import torch
 from torch import nn
 
+import freqplug
 import freqplug.compat
 import freqplug.eval
 from freqplug.compat import (
@@ -36,32 +38,16 @@ def robustbench():
     return importlib.import_module("robustbench")
 
 
-@pytest.fixture
-def no_internet(monkeypatch):
-    """Like conftest's ``no_network`` but lets local AF_UNIX sockets through: RobustBench's ImageNet
-    loader uses 4 DataLoader workers, which pass tensors between processes over Unix sockets."""
-    real_connect = socket.socket.connect
-
-    def connect(sock, address):
-        if sock.family == socket.AF_UNIX:
-            return real_connect(sock, address)
-        raise AssertionError(f"network access attempted: {address!r}")
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    yield
-
-
 def tiny_cnn():
     return helpers.tiny_cnn(num_classes=10, dtype=torch.float32)
 
 
 def test_install_is_idempotent_and_makes_robustbench_importable(robustbench):
+    """Either state: with the official package installed it is what robustbench imports (never shadowed);
+    without it, freqplug's shim (the subprocess test below covers that state whatever is installed)."""
     first = install_autoattack()
-    assert install_autoattack() is first is sys.modules["autoattack"] and is_shim(first)
+    assert install_autoattack() is first is sys.modules["autoattack"]
+    assert is_shim(first) is (not official_autoattack_installed())
     import robustbench.eval as rb_eval
     from autoattack import AutoAttack
     from autoattack.state import EvaluationState
@@ -71,29 +57,32 @@ def test_install_is_idempotent_and_makes_robustbench_importable(robustbench):
 
 
 def test_a_real_autoattack_install_is_not_shadowed(tmp_path, monkeypatch):
-    saved = {name: sys.modules[name] for name in ("autoattack", "autoattack.state", "autoattack.autoattack")
-             if name in sys.modules}
+    saved = {name: module for name, module in sys.modules.items()
+             if name == "autoattack" or name.startswith("autoattack.")}
     package = tmp_path / "site" / "autoattack"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("OFFICIAL = True\n")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    for name in saved:  # the shim or the official package, put back below
+        del sys.modules[name]
     try:
-        assert freqplug.compat.uninstall_autoattack()
         importlib.invalidate_caches()
         module = install_autoattack()
         assert getattr(module, "OFFICIAL", False) and not is_shim(module)
         assert install_autoattack() is module  # idempotent with a real install too
         assert not freqplug.compat.uninstall_autoattack()  # never removes a real install
     finally:
-        for name in ("autoattack", "autoattack.state", "autoattack.autoattack"):
-            sys.modules.pop(name, None)
+        for name in [n for n in sys.modules if n == "autoattack" or n.startswith("autoattack.")]:
+            del sys.modules[name]
         sys.modules.update(saved)
 
 
 @pytest.mark.slow
 def test_official_api_calls_behave_as_documented(robustbench, cifar_samples, tmp_path, capsys):
-    from autoattack import AutoAttack
-    from autoattack.state import EvaluationState
+    """The shim's classes themselves (what `import autoattack` gives when the official package is absent)."""
+    from freqplug.compat.autoattack import AutoAttack, _shim_state_class
+
+    EvaluationState = _shim_state_class()
 
     model = tiny_cnn()
     x = cifar_samples[0][:8]
@@ -147,53 +136,95 @@ def _template_classifier(x, y, num_classes=1000, pool=8):
     return nn.Sequential(nn.AdaptiveAvgPool2d(pool), nn.Flatten(), linear).eval()
 
 
-@pytest.mark.slow
-def test_robustbench_benchmark_end_to_end_offline(robustbench, tmp_path, no_internet):
-    """robustbench.eval.benchmark, unchanged, on an ImageNet folder of 20 real images, no network."""
-    import robustbench.data
+_UNCHANGED_BENCHMARK = """
+import inspect, json, socket, sys
+import torch
+from torch import nn
+
+real_connect = socket.socket.connect
+
+
+def connect(sock, address):  # no network; RobustBench's DataLoader workers talk over Unix sockets
+    if sock.family == socket.AF_UNIX:
+        return real_connect(sock, address)
+    raise AssertionError(f"network access attempted: {address!r}")
+
+
+socket.socket.connect = connect
+from freqplug.compat import install_autoattack, is_shim
+
+assert is_shim(install_autoattack())  # the official package is blocked: freqplug's stand-in
+import robustbench.data, robustbench.eval
+from torchvision import transforms
+
+data_dir, state_path = sys.argv[1], sys.argv[2]
+{template}
+preprocessing = transforms.Compose([transforms.Resize((32, 32)), transforms.ToTensor()])
+x, y = robustbench.data.load_imagenet(20, data_dir, preprocessing)
+model = _template_classifier(x, y)
+from freqplug.eval import AutoAttackRunner, available_backends
+
+assert "autoattack" not in available_backends()  # the shim is not the official backend
+try:
+    AutoAttackRunner(model, backend="autoattack")
+except ImportError as error:
+    assert "git+https://github.com/fra31/auto-attack" in str(error), error
+else:
+    raise AssertionError("backend='autoattack' ran without the official package")
+run = dict(n_examples=20, dataset="imagenet", threat_model="Linf", data_dir=data_dir, device=torch.device("cpu"),
+           batch_size=20, eps=0.5, preprocessing=preprocessing, aa_state_path=state_path)
+first = robustbench.eval.benchmark(model, **run)
+second = robustbench.eval.benchmark(model, **run)  # resumed from the state file
+print("RESULT", json.dumps([y.tolist(), first, second]))
+"""
+
+
+def _imagenet_folder(root):
+    """RobustBench's ImageNet layout with foolbox's 20 real ImageNet images as the first 20 listed files."""
     from PIL import Image
-    from torchvision import transforms
 
     from freqplug.data import foolbox_data_dir
 
-    package = sys.modules["robustbench"].__file__.rsplit("/", 1)[0]
-    with open(f"{package}/helper_files/imagenet_class_to_id_map.json") as handle:
-        wnid_to_index = json.load(handle)
-    with open(f"{package}/helper_files/imagenet_test_image_ids.txt") as handle:
-        listed = [line.strip() for line in handle if line.strip()]
+    package = Path(importlib.util.find_spec("robustbench").origin).parent
+    wnid_to_index = json.loads((package / "helper_files" / "imagenet_class_to_id_map.json").read_text())
+    listed = (package / "helper_files" / "imagenet_test_image_ids.txt").read_text().split()
     # RobustBench's ImageNet loader reads data_dir/val/<wnid>/<file> for the files of its fixed
-    # list, in list order, and labels them by folder: every wnid folder must exist, and the first
-    # n listed files are the n examples. Put foolbox's 20 ImageNet images there.
-    val = tmp_path / "data" / "val"
+    # list, in list order, and labels them by folder: every wnid folder must exist.
+    val = root / "val"
     for wnid in wnid_to_index:
         (val / wnid).mkdir(parents=True)
     sources = sorted(foolbox_data_dir().glob("imagenet_*"))[:20]
-    for source, relative in zip(sources, listed[:20]):
+    for source, relative in zip(sources, listed[:20], strict=True):
         Image.open(source).convert("RGB").save(val / relative, format="JPEG", quality=95)
+    return [wnid_to_index[r.split("/")[0]] for r in listed[:20]]
 
-    preprocessing = transforms.Compose([transforms.Resize((32, 32)), transforms.ToTensor()])
-    x, y = robustbench.data.load_imagenet(20, str(tmp_path / "data"), preprocessing)
-    assert y.tolist() == [wnid_to_index[r.split("/")[0]] for r in listed[:20]]  # the shipped map
-    model = _template_classifier(x, y)
 
+@pytest.mark.slow
+def test_unchanged_robustbench_benchmark_runs_on_the_shim_offline(tmp_path):
+    """robustbench.eval.benchmark, unchanged, with freqplug's stand-in for the official package (blocked in a
+    fresh interpreter, whatever is installed), on an ImageNet folder of 20 real images, no network, resumed."""
+    import inspect
+    import os
+    import subprocess
+    import textwrap
+
+    labels = _imagenet_folder(tmp_path / "data")
     state_path = tmp_path / "aa_state.json"
-    EPS = 0.5
-    clean, robust = robustbench.eval.benchmark(
-        model, n_examples=20, dataset="imagenet", threat_model="Linf", data_dir=str(tmp_path / "data"),
-        device=torch.device("cpu"), batch_size=20, eps=EPS, preprocessing=preprocessing,
-        aa_state_path=state_path)
-    assert clean == 1.0
+    script = BLOCK_OFFICIAL_AUTOATTACK + textwrap.dedent(_UNCHANGED_BENCHMARK).replace(
+        "{template}", inspect.getsource(_template_classifier))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in [str(Path(freqplug.__file__).parents[1]),
+                                                                   os.environ.get("PYTHONPATH", "")] if p)}
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "data"), str(state_path)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    y, first, second = json.loads(done.stdout.split("RESULT", 1)[1])
+    assert y == labels  # the shipped map
     # The template model is robust at small eps (then APGD-T, FAB-T and Square would all run,
     # minutes on CPU); at this eps APGD-CE breaks every point and, as in the official cascade,
     # the remaining attacks of the standard version are skipped.
-    assert robust == 0.0
+    assert first == [1.0, 0.0] and second == first
     state = json.loads(state_path.read_text())
     assert state["_run_attacks"] == ["apgd-ce"] and not any(state["_robust_flags"])
-    # Resuming through robustbench: attacks already run are skipped, same answer.
-    assert robustbench.eval.benchmark(
-        model, n_examples=20, dataset="imagenet", threat_model="Linf", data_dir=str(tmp_path / "data"),
-        device=torch.device("cpu"), batch_size=20, eps=EPS, preprocessing=preprocessing,
-        aa_state_path=state_path) == (clean, robust)
 
 
 @pytest.mark.slow

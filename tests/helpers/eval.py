@@ -4,6 +4,8 @@ oracle for linear classifiers, and the official AutoAttack package on ``sys.path
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -118,28 +120,73 @@ class NaNOffInputs(nn.Module):
         return torch.where(known[:, None], out, torch.full_like(out, float("nan")))
 
 
-@contextlib.contextmanager
-def official_autoattack():
-    """Make ``import autoattack`` give the official package from :data:`OFFICIAL_AUTOATTACK_DIR`.
+def _autoattack_modules() -> dict:
+    return {name: module for name, module in sys.modules.items()
+            if name == "autoattack" or name.startswith("autoattack.")}
 
-    freqplug's shim (registered by the RobustBench tests) is taken out of ``sys.modules`` for the
-    block and put back afterwards. Skips the test, saying why, when the folder is not there.
-    """
-    if not (OFFICIAL_AUTOATTACK_DIR / "autoattack" / "checks.py").is_file():
-        pytest.skip(f"official AutoAttack not found at {OFFICIAL_AUTOATTACK_DIR} (git-only package; set "
-                    "FREQPLUG_OFFICIAL_AUTOATTACK to a clone of github.com/fra31/auto-attack)")
-    saved = {name: module for name, module in sys.modules.items()
-             if name == "autoattack" or name.startswith("autoattack.")}
+
+def official_autoattack_installed() -> bool:
+    """True when the official package is installed (importable without :data:`OFFICIAL_AUTOATTACK_DIR`),
+    whatever freqplug's shim has registered in ``sys.modules``."""
+    saved = _autoattack_modules()
     for name in saved:
         del sys.modules[name]
-    sys.path.insert(0, str(OFFICIAL_AUTOATTACK_DIR))
+    try:
+        importlib.invalidate_caches()
+        spec = importlib.util.find_spec("autoattack")
+        return spec is not None and spec.origin is not None
+    finally:
+        for name in _autoattack_modules():
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
+@contextlib.contextmanager
+def official_autoattack():
+    """Make ``import autoattack`` give the official package: the installed one (CI installs it from the
+    shared folder), else the unpacked folder :data:`OFFICIAL_AUTOATTACK_DIR` put on ``sys.path``.
+
+    freqplug's shim (registered by the RobustBench tests when the package is absent) is taken out of
+    ``sys.modules`` for the block and put back afterwards. Skips the test, saying why, when neither is there.
+    """
+    installed = official_autoattack_installed()
+    folder = OFFICIAL_AUTOATTACK_DIR
+    if not installed and not (folder / "autoattack" / "checks.py").is_file():
+        pytest.skip(f"official AutoAttack is neither installed nor found at {folder} (git-only package: "
+                    f"pip install {folder}, or set FREQPLUG_OFFICIAL_AUTOATTACK to a clone of "
+                    "github.com/fra31/auto-attack)")
+    saved = _autoattack_modules()
+    for name in saved:
+        del sys.modules[name]
+    if not installed:
+        sys.path.insert(0, str(folder))
     try:
         import autoattack
 
-        assert Path(autoattack.__file__).resolve().is_relative_to(OFFICIAL_AUTOATTACK_DIR.resolve())
+        assert not getattr(autoattack, "__freqplug_shim__", False)
+        if not installed:
+            assert Path(autoattack.__file__).resolve().is_relative_to(folder.resolve())
         yield autoattack
     finally:
-        sys.path.remove(str(OFFICIAL_AUTOATTACK_DIR))
-        for name in [n for n in sys.modules if n == "autoattack" or n.startswith("autoattack.")]:
+        if not installed:
+            sys.path.remove(str(folder))
+        for name in _autoattack_modules():
             del sys.modules[name]
         sys.modules.update(saved)
+
+
+#: Source run in a fresh interpreter in which ``import autoattack`` fails as if the official package
+#: were not installed (a meta-path finder refuses it), whatever the environment holds.
+BLOCK_OFFICIAL_AUTOATTACK = """
+import sys
+
+
+class _BlockAutoattack:
+    def find_spec(self, name, path=None, target=None):
+        if name == "autoattack" or name.startswith("autoattack."):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _BlockAutoattack())
+"""

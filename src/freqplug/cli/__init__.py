@@ -120,10 +120,15 @@ def _read_classes(path: Optional[str]):
     return classes
 
 
-def _load_data(args):
+def _load_data(args, models=None):
     from ..data import load_data
+    from ..models.loading import data_preprocessing
 
-    loaded = load_data(args.data_dir, dataset=args.dataset, n=args.n_examples, classes=_read_classes(args.classes))
+    # ImageNet images are preprocessed as the RobustBench models need (their zoo entry), as robustbench's benchmark.
+    preprocessing = (data_preprocessing(models.values(), args.dataset)
+                     if models and args.data_dir is not None else None)
+    loaded = load_data(args.data_dir, dataset=args.dataset, n=args.n_examples, classes=_read_classes(args.classes),
+                       preprocessing=preprocessing)
     wanted = args.n_examples
     if wanted is not None and loaded.x.shape[0] < wanted:
         what = f"the embedded {args.dataset} sample" if args.data_dir is None else f"--data-dir {args.data_dir!r}"
@@ -189,8 +194,8 @@ def _profile(args: argparse.Namespace) -> int:
                 warnings.simplefilter("ignore", FutureWarning)
                 warnings.filterwarnings("ignore", message=".*pkg_resources.*")
                 try:
-                    data = _load_data(args)
                     models = _load_models(args)
+                    data = _load_data(args, models)
                 except (ValueError, TypeError, OSError, ImportError) as error:
                     raise UsageError(_one_line(error)) from None
             kwargs = profile_arguments(args, models, data)

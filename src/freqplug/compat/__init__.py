@@ -3,8 +3,11 @@
 ``install_autoattack()`` registers an ``autoattack`` module with the official AutoAttack
 API (backed by :class:`freqplug.eval.AutoAttackRunner`) so that ``import robustbench`` and
 ``robustbench.eval.benchmark`` work without the git-only official package. ``load_model``,
-``benchmark``, ``checkpoint_paths`` and ``model_names`` are RobustBench's, working offline with
-an actionable :class:`CheckpointNotFoundError` when a checkpoint is missing.
+``checkpoint_paths`` and ``model_names`` are RobustBench's, working offline (no network call with
+``download=False``) with an actionable :class:`CheckpointNotFoundError` naming the exact file
+robustbench reads when one is missing. ``benchmark`` is robustbench's, resumable from a state file
+with every AutoAttack backend; ``model_preprocessing`` names the image preprocessing RobustBench
+uses for a model.
 
 Layering: compat imports eval, never the other way round.
 """
@@ -16,6 +19,7 @@ from .robustbench import (
     checkpoint_paths,
     load_model,
     model_names,
+    model_preprocessing,
 )
 
 __all__ = [
@@ -26,5 +30,6 @@ __all__ = [
     "is_shim",
     "load_model",
     "model_names",
+    "model_preprocessing",
     "uninstall_autoattack",
 ]

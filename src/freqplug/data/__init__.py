@@ -15,6 +15,7 @@ from .folders import (
     CIFAR10_CLASSES,
     CIFAR100_CLASSES,
     FASHION_MNIST_CLASSES,
+    ROBUSTBENCH_PREPROCESSINGS,
     ImageFolderData,
     LoadedData,
     class_names,
@@ -23,7 +24,8 @@ from .folders import (
     robustbench_folder,
 )
 
-__all__ = ["CIFAR10_CLASSES", "CIFAR100_CLASSES", "DATASETS", "FASHION_MNIST_CLASSES", "ImageFolderData",
+__all__ = ["CIFAR10_CLASSES", "CIFAR100_CLASSES", "DATASETS", "FASHION_MNIST_CLASSES", "ROBUSTBENCH_PREPROCESSINGS",
+           "ImageFolderData",
            "LoadedData", "class_names", "digits", "foolbox_data_dir", "image_folder", "load_data",
            "robustbench_folder", "sample_images"]
 

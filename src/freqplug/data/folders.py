@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import pickle
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolderData", "LoadedData", "class_names", "image_folder", "load_data",
-           "robustbench_folder"]
+__all__ = ["IMAGE_EXTENSIONS", "ROBUSTBENCH_PREPROCESSINGS", "ImageFolderData", "LoadedData", "class_names",
+           "image_folder", "load_data", "robustbench_folder"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff", ".gif")
 
@@ -180,21 +181,86 @@ def _res256crop224(image):
     return image.crop((left, top, left + 224, top + 224))
 
 
-def _read_image(path: Path, mode: str, size: Optional[int], imagenet_default: bool) -> np.ndarray:
+#: RobustBench's named image preprocessings (``robustbench.data.PREPROCESSINGS``), one per model-zoo entry.
+ROBUSTBENCH_PREPROCESSINGS = ("Res256Crop224", "Crop288", "Res224", "BicubicRes256Crop224")
+
+
+def _preprocessing_transform(preprocessing) -> Optional[Callable]:
+    """The callable (PIL image -> (C, H, W) tensor in [0, 1]) a ``preprocessing`` argument names.
+
+    None and 'Res256Crop224' give None (freqplug's PIL implementation of RobustBench's default, exact, no
+    torchvision needed). The other RobustBench names are built as ``robustbench.data.PREPROCESSINGS`` builds
+    them, and ``"timm:<name>"`` as ``robustbench.data.get_timm_model_preprocessing`` does (resize the shorter
+    side to ``floor(input size / crop_pct)`` with the model's interpolation, centre crop, ToTensor), from
+    timm's config of the model (the tests compare both with robustbench's own transforms).
+    """
+    if preprocessing is None or preprocessing == "Res256Crop224":
+        return None
+    if callable(preprocessing):
+        return preprocessing
+    if not isinstance(preprocessing, str) or not (preprocessing in ROBUSTBENCH_PREPROCESSINGS
+                                                  or preprocessing.startswith("timm:")):
+        raise ValueError(f"`preprocessing` must be None, one of RobustBench's {list(ROBUSTBENCH_PREPROCESSINGS)}, "
+                         f"'timm:<model name>' or a callable (PIL image -> (C, H, W) tensor), got {preprocessing!r}")
+    from .._optional import require
+
+    transforms = require("torchvision.transforms", f"preprocessing={preprocessing!r}")
+    mode = transforms.InterpolationMode
+    if preprocessing == "Crop288":
+        return transforms.Compose([transforms.CenterCrop(288), transforms.ToTensor()])
+    if preprocessing == "Res224":
+        return transforms.Compose([transforms.Resize([224, 224]), transforms.ToTensor()])
+    if preprocessing == "BicubicRes256Crop224":
+        return transforms.Compose([transforms.Resize(256, interpolation=mode("bicubic")), transforms.CenterCrop(224),
+                                   transforms.ToTensor()])
+    name = preprocessing[len("timm:"):]
+    try:
+        from timm.models import get_pretrained_cfg, is_model
+    except ImportError as error:
+        raise ImportError(f"preprocessing={preprocessing!r} needs timm, which is not installed here ({error}); "
+                          "install it with: pip install \"freqplug[robustbench]\"") from error
+    if not is_model(name):
+        raise ValueError(f"`preprocessing` {preprocessing!r}: timm knows no model {name!r} (RobustBench registers its "
+                         "entries in timm when robustbench is imported; take the name from "
+                         "freqplug.compat.model_preprocessing)")
+    cfg = get_pretrained_cfg(name)
+    size = int(cfg.input_size[1])
+    return transforms.Compose([transforms.Resize(int(math.floor(size / cfg.crop_pct)),
+                                                 interpolation=mode(cfg.interpolation)),
+                               transforms.CenterCrop(size), transforms.ToTensor()])
+
+
+def _read_image(path: Path, mode: str, size: Optional[int], imagenet_default: bool,
+                transform: Optional[Callable] = None) -> np.ndarray:
     from PIL import Image
 
     try:
         with Image.open(path) as opened:
             image = opened.convert(mode)
-        if imagenet_default:
+        if transform is None and imagenet_default:
             image = _res256crop224(image)
-        elif size is not None and image.size != (size, size):
+        elif transform is None and size is not None and image.size != (size, size):
             image = image.resize((size, size))
         array = np.asarray(image, dtype=np.float32) / 255.0
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise ValueError(f"cannot read image file {str(path)!r} ({type(error).__name__}: "
                          f"{' '.join(str(error).split())[:200]}); remove or replace it") from None
+    if transform is not None:  # outside the try: a faulty preprocessing is not the file's fault
+        return _transformed(transform(image), path)
     return array[..., None] if array.ndim == 2 else array
+
+
+def _transformed(out, path: Path) -> np.ndarray:
+    """A preprocessing's output, checked: a finite (C, H, W) floating tensor in [0, 1] -> (H, W, C) array."""
+    if not isinstance(out, torch.Tensor) or out.ndim != 3 or not out.is_floating_point():
+        what = f"{type(out).__name__} of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else \
+            type(out).__name__
+        raise TypeError(f"`preprocessing` must return a floating (C, H, W) tensor, got a {what} for {str(path)!r}")
+    if not bool(torch.isfinite(out).all()) or float(out.min()) < 0 or float(out.max()) > 1:
+        raise ValueError(f"`preprocessing` must return images in [0, 1] (no normalisation: RobustBench models "
+                         f"normalise inside), got values in [{float(out.min()):.3g}, {float(out.max()):.3g}] for "
+                         f"{str(path)!r}")
+    return out.detach().to(torch.float32).permute(1, 2, 0).cpu().numpy()
 
 
 class _NoClassFolders(ValueError):
@@ -220,7 +286,8 @@ class ImageFolderData(NamedTuple):
 
 def image_folder(folder: Union[str, Path], *, dataset: Optional[str] = None,
                  classes: Optional[Union[Mapping[str, int], Sequence[str]]] = None, n: Optional[int] = None,
-                 size: Optional[int] = None, dtype: torch.dtype = torch.float32) -> ImageFolderData:
+                 size: Optional[int] = None, dtype: torch.dtype = torch.float32,
+                 preprocessing: Optional[Union[str, Callable]] = None) -> ImageFolderData:
     """Images in class sub-folders (``folder/<class>/<image>``), labelled by the folder NAMES.
 
     Labels: with ``classes`` (a ``{folder name: label}`` mapping, or a list of names whose position is
@@ -244,6 +311,10 @@ def image_folder(folder: Union[str, Path], *, dataset: Optional[str] = None,
             size; ImageNet by RobustBench's 'Res256Crop224' (resize the shorter side to 256, bilinear,
             centre crop 224); without a dataset the images are kept as they are and must agree in size.
         dtype: floating dtype of ``x``.
+        preprocessing: instead of ``size``, a RobustBench preprocessing (one of
+            :data:`ROBUSTBENCH_PREPROCESSINGS`, or ``"timm:<name>"`` for a timm-registered model-zoo entry; see
+            :func:`freqplug.compat.model_preprocessing`) or a callable PIL image -> (C, H, W) tensor in [0, 1].
+            ImageNet models of RobustBench's zoo are evaluated with their own (e.g. 'Crop288').
 
     Returns:
         :class:`ImageFolderData` ``(x, y, class_to_index, files)``; ``x`` (N, C, H, W) in [0, 1].
@@ -261,6 +332,10 @@ def image_folder(folder: Union[str, Path], *, dataset: Optional[str] = None,
         raise ValueError(f"`size` must be a positive int or None, got {size!r}")
     if dataset is not None:
         class_names(dataset)  # checks the name
+    if preprocessing is not None and size is not None:
+        raise ValueError(f"pass `size` or `preprocessing`, not both (got size={size!r}, "
+                         f"preprocessing={preprocessing!r})")
+    transform = _preprocessing_transform(preprocessing)
     class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     files_of = {d.name: sorted(f for f in d.iterdir() if f.is_file() and not f.name.startswith(".")
                                and f.suffix.lower() in IMAGE_EXTENSIONS) for d in class_dirs}
@@ -275,12 +350,12 @@ def image_folder(folder: Union[str, Path], *, dataset: Optional[str] = None,
         items += [(files_of[name][rank], labels[name]) for name in order if rank < len(files_of[name])]
     items = items[:n] if n is not None else items
     mode = _MODE.get(dataset, "RGB")
-    imagenet_default = dataset == "imagenet" and size is None
+    imagenet_default = size is None and (dataset == "imagenet" or preprocessing == "Res256Crop224")
     if size is None and dataset is not None and not imagenet_default:
         size = _SIZE[dataset]
     arrays = []
     for path, _ in items:
-        array = _read_image(path, mode, size, imagenet_default)
+        array = _read_image(path, mode, size, imagenet_default, transform)
         if arrays and array.shape != arrays[0].shape:
             raise ValueError(f"image {str(path)!r} is {array.shape[1]}x{array.shape[0]} but {str(items[0][0])!r} is "
                              f"{arrays[0].shape[1]}x{arrays[0].shape[0]}; pass `size` (or `dataset`) to resize them")
@@ -329,20 +404,24 @@ def _robustbench_layout(data_dir: Path, dataset: str) -> Optional[Path]:
 
 
 def robustbench_folder(data_dir: Union[str, Path], *, dataset: str, n: Optional[int] = None,
-                       dtype: torch.dtype = torch.float32) -> ImageFolderData:
+                       dtype: torch.dtype = torch.float32,
+                       preprocessing: Optional[Union[str, Callable]] = None) -> ImageFolderData:
     """The test images RobustBench's ``load_clean_dataset`` reads from ``data_dir``, offline.
 
     CIFAR-10: ``data_dir/cifar-10-batches-py/test_batch``; CIFAR-100: ``data_dir/cifar-100-python/test``
     (the python pickle format of the official archives, decoded as torchvision does: the first ``n``
     rows, pixel / 255, no checksum, no download). ImageNet: ``data_dir/val/<wnid>/<file>`` for the 5000
     files RobustBench lists in ``robustbench/helper_files/imagenet_test_image_ids.txt``, in that order,
-    with RobustBench's default preprocessing 'Res256Crop224'.
+    with ``preprocessing`` (default RobustBench's 'Res256Crop224'; pass the model's own, see
+    :func:`freqplug.compat.model_preprocessing`, as RobustBench's ``benchmark`` does).
 
     Args:
         data_dir: the folder passed to RobustBench as ``data_dir``.
         dataset: ``"cifar10"``, ``"cifar100"`` or ``"imagenet"``.
         n: first ``n`` images (default: all; ImageNet at most 5000).
         dtype: floating dtype of ``x``.
+        preprocessing: ImageNet only: see :func:`image_folder` (CIFAR batches are read as stored, as
+            RobustBench's ToTensor does).
 
     Returns:
         :class:`ImageFolderData`; ``class_to_index`` maps the dataset's class names to labels.
@@ -353,6 +432,10 @@ def robustbench_folder(data_dir: Union[str, Path], *, dataset: str, n: Optional[
                          f"{dataset!r}")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"`n` must be a positive int or None, got {n!r}")
+    if preprocessing is not None and dataset != "imagenet":
+        raise ValueError(f"`preprocessing` applies to RobustBench's ImageNet folder (image files); {dataset} test "
+                         f"batches are read as stored (RobustBench's ToTensor), got preprocessing={preprocessing!r}")
+    transform = _preprocessing_transform(preprocessing)
     path = _robustbench_layout(data_dir, dataset)
     names = class_names(dataset)
     if path is None:
@@ -371,7 +454,7 @@ def robustbench_folder(data_dir: Union[str, Path], *, dataset: str, n: Optional[
             file = path / entry
             if not file.is_file():
                 raise ValueError(f"RobustBench's ImageNet test image {entry!r} is missing: expected {str(file)!r}")
-            arrays.append(_read_image(file, "RGB", None, True))
+            arrays.append(_read_image(file, "RGB", None, True, transform))
             labels.append(index[entry.split("/")[0]])
             files.append(str(file))
         x = torch.from_numpy(np.stack(arrays).transpose(0, 3, 1, 2).copy()).to(dtype)
@@ -420,7 +503,7 @@ class LoadedData(NamedTuple):
 
 def load_data(data_dir: Optional[Union[str, Path]] = None, *, dataset: str = "cifar10", n: Optional[int] = None,
               classes: Optional[Union[Mapping[str, int], Sequence[str]]] = None,
-              dtype: torch.dtype = torch.float32) -> LoadedData:
+              dtype: torch.dtype = torch.float32, preprocessing: Optional[Union[str, Callable]] = None) -> LoadedData:
     """The images ``freqplug profile --data-dir DIR --dataset D --n-examples N`` reads, for Python users.
 
     ``data_dir=None``: the 20 embedded sample images of the dataset (:func:`freqplug.data.sample_images`,
@@ -433,6 +516,10 @@ def load_data(data_dir: Optional[Union[str, Path]] = None, *, dataset: str = "ci
         n: number of images (default: all sample images; 100 from ``data_dir``).
         classes: explicit ``{folder name: label}`` mapping for class sub-folders.
         dtype: floating dtype of ``x``.
+        preprocessing: how image files are turned into tensors (see :func:`image_folder`): a RobustBench
+            name, ``"timm:<name>"`` or a callable; ``freqplug profile`` passes the RobustBench model's own
+            (:func:`freqplug.models.loading.data_preprocessing`). The sample images and CIFAR batch files are used as
+            stored (CIFAR: RobustBench's ToTensor); ``preprocessing`` must then be None.
 
     Returns:
         :class:`LoadedData` ``(x, y, source)``.
@@ -446,6 +533,9 @@ def load_data(data_dir: Optional[Union[str, Path]] = None, *, dataset: str = "ci
     if data_dir is None:
         if classes is not None:
             raise ValueError("`classes` applies to class sub-folders of `data_dir`; the sample images are labelled")
+        if preprocessing is not None:
+            raise ValueError(f"`preprocessing` applies to image files in `data_dir`; the embedded sample images are "
+                             f"used as stored, got preprocessing={preprocessing!r}")
         x, y = sample_images(dataset, dtype=dtype)
         return LoadedData(x[:n], y[:n], {"kind": "sample_images", "dataset": dataset, "path": None,
                                          "n_examples": int(x[:n].shape[0]), "available": int(x.shape[0])})
@@ -454,10 +544,13 @@ def load_data(data_dir: Optional[Union[str, Path]] = None, *, dataset: str = "ci
         raise ValueError(f"`data_dir` {str(data_dir)!r} is not a folder")
     n = 100 if n is None else n
     if classes is None and _robustbench_layout(data_dir, dataset) is not None:
-        found, kind = robustbench_folder(data_dir, dataset=dataset, n=n, dtype=dtype), "robustbench_folder"
+        found = robustbench_folder(data_dir, dataset=dataset, n=n, dtype=dtype, preprocessing=preprocessing)
+        kind = "robustbench_folder"
     else:
         try:
-            found, kind = image_folder(data_dir, dataset=dataset, classes=classes, n=n, dtype=dtype), "image_folder"
+            found = image_folder(data_dir, dataset=dataset, classes=classes, n=n, dtype=dtype,
+                                 preprocessing=preprocessing)
+            kind = "image_folder"
         except _NoClassFolders as error:
             layout = {"cifar10": "cifar-10-batches-py/test_batch", "cifar100": "cifar-100-python/test",
                       "imagenet": "val/<wnid>/<file>"}.get(dataset)
@@ -466,4 +559,7 @@ def load_data(data_dir: Optional[Union[str, Path]] = None, *, dataset: str = "ci
             raise ValueError(f"{error}, and not RobustBench's {dataset} layout ({layout})") from None
     source = {"kind": kind, "dataset": dataset, "path": str(data_dir.resolve()),
               "n_examples": int(found.x.shape[0]), "class_to_index": found.class_to_index}
+    if preprocessing is not None or dataset == "imagenet":
+        source["preprocessing"] = ("callable" if callable(preprocessing)
+                                   else preprocessing or ("Res256Crop224" if dataset == "imagenet" else None))
     return LoadedData(found.x, found.y, source)

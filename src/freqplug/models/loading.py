@@ -22,12 +22,12 @@ import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, NamedTuple, Optional, Union
+from typing import Any, Dict, Iterable, Iterator, NamedTuple, Optional, Union
 
 import torch
 from torch import nn
 
-__all__ = ["DATASETS", "THREAT_MODELS", "LoadedModel", "load_model_spec"]
+__all__ = ["DATASETS", "THREAT_MODELS", "LoadedModel", "data_preprocessing", "load_model_spec"]
 
 #: Datasets of the model and data loaders (RobustBench's three plus the two 28x28 grey sets).
 DATASETS = ("cifar10", "cifar100", "imagenet", "mnist", "fashion_mnist")
@@ -227,5 +227,37 @@ def _from_robustbench(spec: str, dataset: str, threat_model: str, model_dir) -> 
                          f"RobustBench model for dataset {dataset} and threat model {threat_model}"
                          + (f" (did you mean {', '.join(close)}?)" if close else ""))
     model = api.load_model(spec, model_dir=model_dir, dataset=dataset, threat_model=threat_model)
-    return LoadedModel(spec, model.eval(), {"kind": "robustbench", "spec": spec, "dataset": dataset,
-                                            "threat_model": threat_model, "model_dir": str(Path(model_dir).resolve())})
+    source = {"kind": "robustbench", "spec": spec, "dataset": dataset, "threat_model": threat_model,
+              "model_dir": str(Path(model_dir).resolve())}
+    if hasattr(api, "model_preprocessing"):
+        source["preprocessing"] = api.model_preprocessing(spec, dataset, threat_model)
+    return LoadedModel(spec, model.eval(), source)
+
+
+def data_preprocessing(models: Iterable[LoadedModel], dataset: str) -> Optional[str]:
+    """The image preprocessing the loaded models need, as RobustBench's ``benchmark`` picks it.
+
+    ImageNet models of RobustBench's zoo are evaluated on images preprocessed their own way
+    (``source["preprocessing"]``, from :func:`freqplug.compat.model_preprocessing`: 'Crop288',
+    'BicubicRes256Crop224', a timm config, ...); other models state none and take the default
+    ('Res256Crop224'). One image tensor serves every model of a profile, so models that state
+    different preprocessings are refused.
+
+    Args:
+        models: :class:`LoadedModel` items from :func:`load_model_spec`.
+        dataset: the dataset of the images.
+
+    Returns:
+        The preprocessing to pass to :func:`freqplug.data.load_data` (None: the dataset's default).
+
+    Raises:
+        ValueError: two models state different preprocessings.
+    """
+    if dataset != "imagenet":
+        return None
+    stated = {item.name: item.source.get("preprocessing") for item in models}
+    stated = {name: value for name, value in stated.items() if value is not None}
+    if len(set(stated.values())) > 1:
+        raise ValueError(f"the models preprocess ImageNet images differently ({stated}), but one profile uses one "
+                         "image tensor for every model: profile them separately")
+    return next(iter(stated.values()), None)
