@@ -28,7 +28,7 @@ def fast_report(tmp_path_factory):
 @pytest.mark.slow
 def test_report_has_every_section_plot_and_metric(fast_report):
     metrics = json.loads((fast_report / "metrics.json").read_text())
-    assert metrics["schema_version"] == 2 and metrics["preset"] == "fast" and metrics["n_examples"] == 20
+    assert metrics["schema_version"] == 3 and metrics["preset"] == "fast" and metrics["n_examples"] == 20
     assert metrics["threat_model"]["norm"] == "Linf" and metrics["threat_model"]["eps"] == 8 / 255
     assert metrics["stages"] == list(STAGES)
     from freqplug.cli import _STAGES
