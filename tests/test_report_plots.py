@@ -147,6 +147,9 @@ def test_a_cached_rerun_says_so_in_the_timing(tiny_report, tmp_path):
     rerun = profile(models, x, y, out=tmp_path, preset="fast", stages=["clean_accuracy"], quiet=True)
     assert first.metrics["timing"]["a"]["clean_accuracy"]["cached"] is False
     assert rerun.metrics["timing"]["a"]["clean_accuracy"]["cached"] is True
+    # a cached stage reports the wall time of the run that computed it
+    assert rerun.metrics["timing"]["a"]["clean_accuracy"]["seconds"] == \
+        first.metrics["timing"]["a"]["clean_accuracy"]["seconds"]
     assert re.search(r"\| clean_accuracy \| [0-9.]+ c \|", (tmp_path / "report.md").read_text())
 
 

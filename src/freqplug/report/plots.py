@@ -146,19 +146,23 @@ def plot_band_shapley(view: PlotView):
 
 
 def plot_frequency_shapley(view: PlotView):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     names, arrays = view.with_arrays(), view.arrays
     if not names:
         return None
     m = arrays[names[0]]["images"].shape[0]
-    ncols = max(len(names) + 1, m)
-    figure, axes = new_figure(ncols, 1 + 3 * len(names), width=2.2, height=2.2)
-    used = set()
-    for i, n in enumerate(names):
-        used.add((0, i))
-        frequency_heatmap(figure, axes[0, i], arrays[n]["mean_map"], title=f"mean φ (centered DFT): {n}",
+    # Two sub-figures, so the maps' colorbars do not widen the columns of the image grid below them.
+    width = 2.2 * max(len(names) + 1, m)
+    figure = Figure(figsize=(width, 2.6 + 2.0 * 3 * len(names)), layout="constrained")
+    FigureCanvasAgg(figure)
+    top, bottom = figure.subfigures(2, 1, height_ratios=[2.6, 2.0 * 3 * len(names)])
+    maps = top.subplots(1, len(names) + 1, squeeze=False)[0]
+    for ax, n in zip(maps, names):
+        frequency_heatmap(top, ax, arrays[n]["mean_map"], title=f"mean φ (centered DFT): {n}",
                           colorbar_label="φ (0 = white)", cmap="RdBu_r", diverging=True)
-    ax = axes[0, len(names)]
-    used.add((0, len(names)))
+    ax = maps[-1]
     for n in names:
         ax.plot(arrays[n]["radial"].numpy(), label=n)
     ax.axhline(0, color="gray", lw=0.5)
@@ -166,12 +170,12 @@ def plot_frequency_shapley(view: PlotView):
     ax.set_xlabel("radius (DFT bins from DC)", fontsize=7)
     ax.set_ylabel("mean φ per ring", fontsize=7)
     ax.legend(fontsize=6)
+    grid = bottom.subplots(3 * len(names), m, squeeze=False)
     for i, n in enumerate(names):
-        for j in range(arrays[n]["images"].shape[0]):
+        for j in range(m):
             for r, (label, images) in enumerate((("image", arrays[n]["images"]), ("PFC", arrays[n]["pfc"]),
                                                  ("NFC", arrays[n]["nfc"]))):
-                ax = axes[1 + 3 * i + r, j]
-                used.add((1 + 3 * i + r, j))
+                ax = grid[3 * i + r, j]
                 picture = images[j]
                 if label != "image":  # signed components: stretch to [0, 1] for display
                     picture = (picture - picture.min()) / (picture.max() - picture.min()).clamp_min(1e-12)
@@ -180,14 +184,7 @@ def plot_frequency_shapley(view: PlotView):
                 ax.set_title(f"{label} {j}" + (f" ({n})" if len(names) > 1 else ""), fontsize=7)
                 ax.set_xticks([])
                 ax.set_yticks([])
-    for (row, col), ax in _cells(axes):
-        if (row, col) not in used:  # no empty panel in the report
-            figure.delaxes(ax)
     return figure
-
-
-def _cells(axes):
-    return [((r, c), axes[r, c]) for r in range(axes.shape[0]) for c in range(axes.shape[1])]
 
 
 def plot_frequency_bias(view: PlotView):
@@ -206,7 +203,7 @@ def plot_hf_attack(view: PlotView):
     names, arrays, metrics = view.with_arrays(), view.arrays, view.metrics
     if not names:
         return None
-    figure, axes = new_figure()
+    figure, axes = new_figure(width=5.0)
     ax = axes[0, 0]
     for n in names:
         radius = arrays[n]["found_radius"]
@@ -215,8 +212,8 @@ def plot_hf_attack(view: PlotView):
         if radius.numel():
             ax.hist(radius.numpy(), bins=12, alpha=0.6,
                     label=f"{n} ({'n/a' if rate is None else f'{rate:.0%}'} success)")
-    ax.set_title("HF attack: radius of the first misclassified low-pass image", fontsize=8)
-    ax.set_xlabel("radius of the successful low-pass image (bins)")
+    ax.set_title("HF attack: largest misclassified low-pass radius", fontsize=8)
+    ax.set_xlabel("low-pass radius (bins)")
     ax.set_ylabel("correctly classified images")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)

@@ -122,7 +122,7 @@ def write_report(result, out_dir: Path, *, dpi: int = 80) -> Dict[str, Path]:
     if footer:
         md += ["## Reproducibility", "", *[f"- {label}: {value}" for label, value in footer["lines"]], ""]
         if footer["timing"]:
-            md += ["Wall time per stage (seconds; c = read from the cache):", "", *_md_table(*footer["timing"]), ""]
+            md += [_TIMING_NOTE, "", *_md_table(*footer["timing"]), ""]
         md += ["Exact settings:", "", "```json", footer["settings"], "```", ""]
     (out_dir / "report.md").write_text("\n".join(md))
     files["report.md"] = out_dir / "report.md"
@@ -141,7 +141,7 @@ def write_report(result, out_dir: Path, *, dpi: int = 80) -> Dict[str, Path]:
         items = "".join(f"<li>{html.escape(label)}: {html.escape(str(value))}</li>" for label, value in footer["lines"])
         body += ['<footer id="reproducibility"><h2>Reproducibility</h2>', f"<ul>{items}</ul>"]
         if footer["timing"]:
-            body += ["<p>Wall time per stage (seconds; c = read from the cache):</p>", _html_table(*footer["timing"])]
+            body += [f"<p>{_TIMING_NOTE}</p>", _html_table(*footer["timing"])]
         body += [f"<details><summary>Exact settings</summary><pre>{html.escape(footer['settings'])}</pre></details>",
                  "</footer>"]
     page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>freqplug profile</title><style>"
@@ -153,6 +153,13 @@ def write_report(result, out_dir: Path, *, dpi: int = 80) -> Dict[str, Path]:
     (out_dir / "report.html").write_text(page)
     files["report.html"] = out_dir / "report.html"
     return files
+
+
+_TIMING_NOTE = "Wall time per stage (seconds; c = read from the cache, timed when it was computed):"
+
+#: What the AutoAttack backend names of :class:`freqplug.eval.AutoAttackRunner` stand for.
+_BACKEND_NAMES = {"autoattack": "the official fra31/auto-attack package", "pyautoattack": "pyautoattack",
+                  "torchattacks": "torchattacks' AutoAttack"}
 
 
 def _footer(metrics: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -175,16 +182,18 @@ def _footer(metrics: Dict[str, Any]) -> Optional[Dict[str, Any]]:
             return str(next(iter(values.values())))
         return ", ".join(f"{n}: {v}" for n, v in values.items())
 
+    backends = {n: f"{b} ({_BACKEND_NAMES.get(b, b)} {versions.get(b) or ''})".replace(" )", ")")
+                for n, b in provenance.get("autoattack_backend", {}).items()}
     lines = [("seed", metrics.get("seed")), ("preset", metrics.get("preset")), ("images", metrics.get("n_examples")),
              ("versions", installed + (f" (not installed: {', '.join(missing)})" if missing else "")),
-             ("AutoAttack backend", per_model(provenance.get("autoattack_backend", {}))
+             ("AutoAttack backend", per_model(backends)
               if "autoattack" in metrics.get("stages", ()) else "not run"),
              ("device", per_model(provenance.get("device", {}))), ("dtype", per_model(provenance.get("dtype", {}))),
              ("torch threads", provenance.get("torch_threads")), ("processes", provenance.get("world_size")),
              ("platform", provenance.get("platform"))]
     timing = metrics.get("timing", {})
     table = None
-    if timing:
+    if timing:  # a cached stage shows the wall time of the run that computed it
         rows = []
         for stage in metrics["stages"]:
             row = [stage]
