@@ -11,6 +11,10 @@ Under ``torch.distributed`` (``torchrun``) the sharded stages (``Stage.sharded``
 frequency bias, HF attack per example; band Shapley inside :meth:`SpectralBandShapley.importance`)
 run on every rank and are gathered; the other stages run on rank 0, which alone reads and writes
 the cache and the report.
+
+Progress bars are drawn only when stderr is a terminal (or ``progress=True``); every finished stage is
+logged as one INFO line on the ``freqplug.report`` logger (model, stage, wall time), which is what a log
+file should get instead of carriage-return redraws.
 """
 
 from __future__ import annotations
