@@ -79,8 +79,7 @@ def visualize_frequency_attr(
         attr: one image's map (H, W) or (1, H, W) -- ``attribute(...)[i]`` of
             :class:`~freqplug.FrequencyShapley` or :class:`~freqplug.SpectralBandShapley` (fft2 layout) or
             :class:`~freqplug.OccludedFrequency` (DCT layout) -- as a tensor, numpy array or Captum's 1-tuple.
-            Maps of several images and
-            per-pixel (N, C, H, W) attributions are refused.
+            Maps of several images and per-pixel (N, C, H, W) attributions are refused.
         image: optional image (C, H, W) or (1, C, H, W) in [0, 1] the map explains (needed for the
             reconstruction panels).
         method: ``"all"`` (default), ``"heat_map"``, ``"radial_profile"`` or ``"reconstructions"``
