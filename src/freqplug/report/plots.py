@@ -74,10 +74,11 @@ def plot_autoattack(view: PlotView):
     ax = axes[0, 0]
     width = 0.8 / len(names)
     for i, n in enumerate(names):
-        ax.bar([j + i * width for j in range(2)], [metrics[n]["clean_accuracy"], metrics[n]["robust_accuracy"]],
-               width=width, label=n)
+        bars = ax.bar([j + i * width for j in range(2)], [metrics[n]["clean_accuracy"], metrics[n]["robust_accuracy"]],
+                      width=width, label=n)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)  # a bar of height 0 is otherwise invisible
     ax.set_xticks([j + 0.4 - width / 2 for j in range(2)], ["clean", "robust"])
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.1)
     ax.set_title("clean and robust accuracy", fontsize=8)
     ax.set_xlabel("evaluation")
     ax.set_ylabel("accuracy")
@@ -113,11 +114,12 @@ def plot_masked_noise(view: PlotView):
     keys = list(metrics[names[0]]["error_rate"])
     width = 0.8 / len(names)
     for i, n in enumerate(names):
-        ax.bar([j + i * width for j in range(len(keys))], [metrics[n]["error_rate"][k] for k in keys],
-               width=width, label=n)
+        bars = ax.bar([j + i * width for j in range(len(keys))], [metrics[n]["error_rate"][k] for k in keys],
+                      width=width, label=n)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))], [k.replace("x+delta", "x+δ") for k in keys],
                   fontsize=7, rotation=20)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.1)
     ax.set_title("error under frequency-restricted PGD noise", fontsize=8)
     ax.set_xlabel("input (noise restricted to a frequency set)")
     ax.set_ylabel("error rate")
