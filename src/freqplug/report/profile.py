@@ -296,7 +296,8 @@ def profile(model: Union[nn.Module, Mapping[str, nn.Module]], x: torch.Tensor, y
                 ctx = _stages.StageContext(model=m, x=x, y=y, settings=settings, device=dev, seed=seed,
                                            show_progress=show_progress, num_classes=k, done={})
                 model_key = model_digest(m)
-                metrics["provenance"]["device"][name] = str(dev)
+                metrics["provenance"]["device"][name] = str(dev) + (  # which GPU matters for the wall times
+                    f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "")
                 metrics["provenance"]["dtype"][name] = str(model_device_dtype(m)[1]).replace("torch.", "")
                 metrics["timing"][name] = {}
                 metrics["models"][name] = {}
