@@ -28,7 +28,7 @@ def fast_report(tmp_path_factory):
 @pytest.mark.slow
 def test_report_has_every_section_plot_and_metric(fast_report):
     metrics = json.loads((fast_report / "metrics.json").read_text())
-    assert metrics["schema_version"] == 2 and metrics["preset"] == "fast" and metrics["n_examples"] == 20
+    assert metrics["schema_version"] == 3 and metrics["preset"] == "fast" and metrics["n_examples"] == 20
     assert metrics["threat_model"]["norm"] == "Linf" and metrics["threat_model"]["eps"] == 8 / 255
     assert metrics["stages"] == list(STAGES)
     from freqplug.cli import _STAGES
@@ -120,7 +120,12 @@ def test_rerun_reuses_every_cached_stage(fast_report, tmp_path, capsys):
     assert main(["profile", "--preset", "fast", "--out", str(out)]) == 0
     assert f"{len(STAGES)} stage(s) reused from the cache" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in cache_files} == before
-    assert json.loads((out / "metrics.json").read_text()) == metrics_before
+    metrics_after = json.loads((out / "metrics.json").read_text())
+    timing_before, timing_after = metrics_before.pop("timing")["embedded"], metrics_after.pop("timing")["embedded"]
+    assert metrics_after == metrics_before
+    # every stage read from the cache, timed as when it was computed
+    assert {s: (t["seconds"], t["cached"]) for s, t in timing_after.items()} == \
+        {s: (t["seconds"], True) for s, t in timing_before.items()}
     # --force recomputes (checked on the cheapest stage); a different preset misses the cache.
     assert main(["profile", "--preset", "fast", "--out", str(out), "--only", "clean_accuracy", "--force",
                  "--quiet"]) == 0

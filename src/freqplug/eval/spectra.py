@@ -119,8 +119,8 @@ def plot_attack_spectra(spectra: Mapping[str, Mapping[str, object]], path: Optio
         image = axis.imshow(rct.clamp_min(1e-6).numpy() if log_rct else rct.numpy(), cmap="viridis", norm=norm)
         axis.set_title(f"RCT: {name}")
         axis.set_xlabel("DCT column (low -> high)")
-        axis.set_ylabel("DCT row")
-        figure.colorbar(image, ax=axis, shrink=0.8)
+        axis.set_ylabel("DCT row (low -> high)")
+        figure.colorbar(image, ax=axis, shrink=0.8).set_label("RCT (log scale)" if log_rct else "RCT", fontsize=8)
     snr_axis = axes[-1]
     for name in names:
         snr_db = spectra[name]["snr_db"].detach().cpu().double()

@@ -11,12 +11,20 @@ Under ``torch.distributed`` (``torchrun``) the sharded stages (``Stage.sharded``
 frequency bias, HF attack per example; band Shapley inside :meth:`SpectralBandShapley.importance`)
 run on every rank and are gathered; the other stages run on rank 0, which alone reads and writes
 the cache and the report.
+
+Progress bars are drawn only when stderr is a terminal (or ``progress=True``); every finished stage is
+logged as one INFO line on the ``freqplug.report`` logger (model, stage, wall time), which is what a log
+file should get instead of carriage-return redraws.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import logging
+import platform
+import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +35,7 @@ import torch.nn as nn
 
 from .. import _distributed as _dist
 from .._io import digest, model_digest
-from .._model import num_classes_of, preserved_model_state
+from .._model import model_device_dtype, num_classes_of, preserved_model_state
 from .._validation import check_choice, check_images, check_labels, check_number, check_positive_int, check_seed
 from .._version import __version__
 from . import stages as _stages
@@ -36,7 +44,15 @@ from .stages import DEFAULT_EPS, input_jacobians  # noqa: F401  (input_jacobians
 
 #: Version of the metrics.json layout. 2: ``threat_model`` and ``metadata`` entries; hf_attack's
 #: ``success_rate`` counts correctly classified images only (with ``n_correct``/``n_success``).
-SCHEMA_VERSION = 2
+#: 3: ``seed``, ``provenance`` (library versions, AutoAttack backend, device, dtype) and ``timing``
+#: (wall time per stage).
+SCHEMA_VERSION = 3
+
+logger = logging.getLogger("freqplug.report")
+
+#: Distributions whose versions metrics.json records (None when not installed).
+RECORDED_PACKAGES = ("freqplug", "torch", "captum", "numpy", "torchattacks", "robustbench", "autoattack",
+                     "pyautoattack", "matplotlib", "scipy")
 
 
 @dataclass
@@ -131,6 +147,33 @@ def _check_metadata(metadata) -> Dict[str, Any]:
     return restored
 
 
+def library_versions() -> Dict[str, Optional[str]]:
+    """Installed versions of :data:`RECORDED_PACKAGES` and Python, read from the package metadata (nothing is
+    imported); the running freqplug and torch report their own ``__version__``."""
+    from importlib import metadata
+
+    versions: Dict[str, Optional[str]] = {}
+    for package in RECORDED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    versions["freqplug"], versions["torch"] = __version__, torch.__version__
+    versions["python"] = platform.python_version()
+    return versions
+
+
+def progress_enabled(quiet: bool, progress: Optional[bool]) -> bool:
+    """Whether to draw tqdm bars: never when ``quiet``; ``progress`` forces them on/off; by default only when
+    stderr is a terminal (a log file would fill with carriage-return redraws)."""
+    if quiet:
+        return False
+    if progress is not None:
+        return bool(progress)
+    stream = sys.stderr
+    return bool(getattr(stream, "isatty", None) and stream.isatty())
+
+
 def _stage_key_settings(stage: _stages.Stage, settings: Mapping[str, Any]) -> Dict[str, Any]:
     """Settings a stage's result depends on: common ones, its own and those of its dependencies."""
     keys = {"batch_size": settings["batch_size"], "norm": settings["norm"], "eps": settings["eps"]}
@@ -145,7 +188,7 @@ def profile(model: Union[nn.Module, Mapping[str, nn.Module]], x: torch.Tensor, y
             device: Optional[Union[str, torch.device]] = None, num_classes: Optional[int] = None,
             force: bool = False, quiet: bool = False, seed: int = 0, dpi: int = 80,
             threat_model: str = "Linf", eps: Optional[float] = None,
-            metadata: Optional[Mapping[str, Any]] = None) -> ProfileResult:
+            metadata: Optional[Mapping[str, Any]] = None, progress: Optional[bool] = None) -> ProfileResult:
     """Profile the frequency robustness of one or several models and write a report.
 
     Cost: every selected stage runs once per model; the budgets are the preset's (see :data:`PRESETS`;
@@ -168,6 +211,9 @@ def profile(model: Union[nn.Module, Mapping[str, nn.Module]], x: torch.Tensor, y
         num_classes: classes of the model (default: the output width of one forward pass; checked against it).
         force: recompute every stage even when a cached result matches.
         quiet: no progress bars.
+        progress: ``None`` (default): progress bars only when stderr is a terminal; otherwise (a log file,
+            CI) one INFO line per stage (model, stage, wall time) on the ``freqplug.report`` logger.
+            ``True``/``False`` force the bars on/off (``quiet`` wins). The per-stage lines are always logged.
         seed: seed of every random draw (attack starts, Shapley permutations); a non-negative int.
         dpi: resolution of the PNG plots.
         threat_model: ``"Linf"``, ``"L2"`` or ``"L1"``: the norm of every attack stage (AutoAttack, the
@@ -178,7 +224,11 @@ def profile(model: Union[nn.Module, Mapping[str, nn.Module]], x: torch.Tensor, y
             mapping of the data).
 
     Returns:
-        :class:`ProfileResult`.
+        :class:`ProfileResult`. ``metrics`` (and metrics.json) record what a reader needs to reproduce
+        and cite the run: ``seed``, ``settings`` (the exact settings of every stage), ``provenance``
+        (library versions, the AutoAttack backend each model used, device and dtype of each model,
+        torch threads, platform) and ``timing``: per model and stage ``{"seconds": wall time of the computation
+        (for a cached stage, of the run that computed it), "cached": bool, "this_run_seconds": float}``.
     """
     check_choice(preset, "preset", tuple(_stages.PRESET_NAMES))
     check_images(x, "x")
@@ -201,7 +251,9 @@ def profile(model: Union[nn.Module, Mapping[str, nn.Module]], x: torch.Tensor, y
     for stage in list(selected) + list(skip):
         check_choice(stage, "stages", known)
     selected = [s for s in known if s in selected and s not in skip]
-    show_progress = not quiet and _dist.is_writer()
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"`progress` must be None, True or False, got {type(progress).__name__}")
+    show_progress = progress_enabled(quiet, progress) and _dist.is_writer()
     writer = _dist.is_writer()
     out_dir = None if out is None else Path(out)
     if out_dir is not None and writer:
@@ -217,7 +269,12 @@ def profile(model: Union[nn.Module, Mapping[str, nn.Module]], x: torch.Tensor, y
                                "threat_model": {"norm": norm, "eps": eps, "eps_is_robustbench_default": eps_is_default,
                                                 "attack": _stages.attack_configuration(settings)["description"]},
                                "metadata": metadata, "n_examples": int(x.shape[0]), "stages": selected,
-                               "models": {}}
+                               "seed": seed,
+                               "provenance": {"versions": library_versions(), "autoattack_backend": {},
+                                              "device": {}, "dtype": {}, "torch_threads": torch.get_num_threads(),
+                                              "platform": platform.platform(),
+                                              "world_size": _dist.world_size()},
+                               "timing": {}, "models": {}}
     arrays: Dict[str, Dict[str, Dict[str, torch.Tensor]]] = {}
     cached: Dict[str, List[str]] = {}
     cuda_devices = sorted({p.device for m in models.values() for p in m.parameters() if p.device.type == "cuda"},
@@ -239,19 +296,35 @@ def profile(model: Union[nn.Module, Mapping[str, nn.Module]], x: torch.Tensor, y
                 ctx = _stages.StageContext(model=m, x=x, y=y, settings=settings, device=dev, seed=seed,
                                            show_progress=show_progress, num_classes=k, done={})
                 model_key = model_digest(m)
+                metrics["provenance"]["device"][name] = str(dev) + (  # which GPU matters for the wall times
+                    f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "")
+                metrics["provenance"]["dtype"][name] = str(model_device_dtype(m)[1]).replace("torch.", "")
+                metrics["timing"][name] = {}
                 metrics["models"][name] = {}
                 arrays[name] = {}
                 cached[name] = []
                 cache = StageCache(None if out_dir is None or not writer else out_dir / "cache" / _slug(name))
                 for stage_name in selected:
                     overall.set_postfix_str(f"{name}: {stage_name}")
+                    started = time.perf_counter()
                     result = _run_stage(_stages.get_stage(stage_name), ctx, m, cache, cached[name], force,
                                         _stage_key_settings(_stages.get_stage(stage_name), settings),
                                         data_digest, model_key, seed, writer, caller_grad)
+                    seconds = time.perf_counter() - started
                     if writer:
                         ctx.done[stage_name] = result
                         metrics["models"][name][stage_name] = result["metrics"]
                         arrays[name][stage_name] = result["arrays"]
+                        from_cache = stage_name in cached[name]
+                        computed = result.get("wall_time_s")
+                        metrics["timing"][name][stage_name] = {
+                            "seconds": computed if isinstance(computed, float) else round(seconds, 3),
+                            "cached": from_cache, "this_run_seconds": round(seconds, 3)}
+                        if stage_name == "autoattack" and "backend" in result["metrics"]:
+                            metrics["provenance"]["autoattack_backend"][name] = result["metrics"]["backend"]
+                        logger.info("freqplug profile: model %s, stage %s: %.1f s%s", name, stage_name, seconds,
+                                    " (cached)" if from_cache else (" (skipped)" if "skipped" in result["metrics"]
+                                                                    else ""))
                     overall.update(1)
         finally:
             overall.close()
@@ -280,9 +353,12 @@ def _run_stage(stage: _stages.Stage, ctx: _stages.StageContext, model: nn.Module
     if not (writer or stage.sharded):
         return None
     ctx.stage = stage.name
+    started = time.perf_counter()
     # Gradients where the stage needs them (attacks, input gradients), the caller's grad mode elsewhere.
     with preserved_model_state(model, eval_mode=True), torch.set_grad_enabled(stage.needs_grad or caller_grad):
         result = stage.run(ctx)
+    if isinstance(result, dict):  # the compute time travels with the result, so a cached rerun still reports it
+        result["wall_time_s"] = round(time.perf_counter() - started, 3)
     if result is None:
         if writer:
             raise TypeError(f"stage {stage.name!r} returned None on the writing rank")

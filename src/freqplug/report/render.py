@@ -118,6 +118,12 @@ def write_report(result, out_dir: Path, *, dpi: int = 80) -> Dict[str, Path]:
         md += [f"## {titles[stage.name]}", "", stage.description, "", *_md_table(*tables[stage.name]), ""]
         if stage.name in plots:
             md += [f"![{titles[stage.name]}]({plots[stage.name].name})", ""]
+    footer = _footer(result.metrics)
+    if footer:
+        md += ["## Reproducibility", "", *[f"- {label}: {value}" for label, value in footer["lines"]], ""]
+        if footer["timing"]:
+            md += [_TIMING_NOTE, "", *_md_table(*footer["timing"]), ""]
+        md += ["Exact settings:", "", "```json", footer["settings"], "```", ""]
     (out_dir / "report.md").write_text("\n".join(md))
     files["report.md"] = out_dir / "report.md"
 
@@ -131,13 +137,74 @@ def write_report(result, out_dir: Path, *, dpi: int = 80) -> Dict[str, Path]:
         if stage.name in plots:
             data = base64.b64encode(plots[stage.name].read_bytes()).decode("ascii")
             body.append(f'<img alt="{title}" src="data:image/png;base64,{data}">')
+    if footer:
+        items = "".join(f"<li>{html.escape(label)}: {html.escape(str(value))}</li>" for label, value in footer["lines"])
+        body += ['<footer id="reproducibility"><h2>Reproducibility</h2>', f"<ul>{items}</ul>"]
+        if footer["timing"]:
+            body += [f"<p>{_TIMING_NOTE}</p>", _html_table(*footer["timing"])]
+        body += [f"<details><summary>Exact settings</summary><pre>{html.escape(footer['settings'])}</pre></details>",
+                 "</footer>"]
     page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>freqplug profile</title><style>"
             "body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
             "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}"
-            "img{max-width:100%}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+            "img{max-width:100%}footer{margin-top:2em;border-top:1px solid #ccc;font-size:0.9em}"
+            "pre{white-space:pre-wrap;font-size:0.85em}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
     (out_dir / "report.html").write_text(page)
     files["report.html"] = out_dir / "report.html"
     return files
+
+
+_TIMING_NOTE = "Wall time per stage (seconds; c = read from the cache, timed when it was computed):"
+
+#: What the AutoAttack backend names of :class:`freqplug.eval.AutoAttackRunner` stand for.
+_BACKEND_NAMES = {"autoattack": "the official fra31/auto-attack package", "pyautoattack": "pyautoattack",
+                  "torchattacks": "torchattacks' AutoAttack"}
+
+
+def _footer(metrics: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """What the report's footer shows: seed, versions, backend, device, dtype, wall times and exact settings.
+
+    None for metrics written before these were recorded (schema < 3).
+    """
+    provenance = metrics.get("provenance")
+    if provenance is None:
+        return None
+    versions = provenance.get("versions", {})
+    installed = " · ".join(f"{package} {version}" for package, version in versions.items() if version is not None)
+    missing = [package for package, version in versions.items() if version is None]
+    names = list(metrics["models"])
+
+    def per_model(values: Dict[str, Any]) -> str:
+        if not values:
+            return "n/a"
+        if len(names) == 1:
+            return str(next(iter(values.values())))
+        return ", ".join(f"{n}: {v}" for n, v in values.items())
+
+    backends = {n: f"{b} ({_BACKEND_NAMES.get(b, b)} {versions.get(b) or ''})".replace(" )", ")")
+                for n, b in provenance.get("autoattack_backend", {}).items()}
+    lines = [("seed", metrics.get("seed")), ("preset", metrics.get("preset")), ("images", metrics.get("n_examples")),
+             ("versions", installed + (f" (not installed: {', '.join(missing)})" if missing else "")),
+             ("AutoAttack backend", per_model(backends)
+              if "autoattack" in metrics.get("stages", ()) else "not run"),
+             ("device", per_model(provenance.get("device", {}))), ("dtype", per_model(provenance.get("dtype", {}))),
+             ("torch threads", provenance.get("torch_threads")), ("processes", provenance.get("world_size")),
+             ("platform", provenance.get("platform"))]
+    timing = metrics.get("timing", {})
+    table = None
+    if timing:  # a cached stage shows the wall time of the run that computed it
+        rows = []
+        for stage in metrics["stages"]:
+            row = [stage]
+            for n in names:
+                entry = timing.get(n, {}).get(stage)
+                row.append("n/a" if entry is None else f"{entry['seconds']:.2f}" + (" c" if entry["cached"] else ""))
+            rows.append(row)
+        total = ["total"] + [f"{sum(e['seconds'] for e in timing.get(n, {}).values()):.2f}" for n in names]
+        table = (["stage"] + names, rows + [total])
+    settings = json.dumps(metrics.get("settings", {}), indent=1, sort_keys=True, default=str)
+    return {"lines": lines, "timing": table, "settings": settings}
 
 
 def _md_table(head: List[str], body: List[List[str]]) -> List[str]:
