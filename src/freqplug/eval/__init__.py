@@ -19,6 +19,7 @@ from .autoattack_runner import (
     EvaluationState,
     available_backends,
 )
+from .curves import RobustnessCurve, point_seed, robustness_curve
 from .frequency import (FrequencyRobustness, evaluate_frequency_robustness, evaluate_masked_perturbations,
                         frequency_band_masks, perturbation_spectrum)
 from .masked_noise import masked_noise_table
@@ -33,6 +34,7 @@ __all__ = [
     "AutoAttackRunner",
     "EvaluationState",
     "FrequencyRobustness",
+    "RobustnessCurve",
     "attack_spectra",
     "available_backends",
     "evaluate_frequency_robustness",
@@ -40,7 +42,9 @@ __all__ = [
     "frequency_band_masks",
     "masked_noise_table",
     "perturbation_spectrum",
+    "point_seed",
     "plot_attack_spectra",
+    "robustness_curve",
 ]
 
 #: Names that moved to freqplug.compat (compat depends on eval, never the other way round).

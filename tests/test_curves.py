@@ -1,0 +1,239 @@
+"""freqplug.eval.robustness_curve: every point against torchattacks run by hand, exact oracles, resume, refusals."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchattacks
+from helpers import CountingModel, NaNModel, assert_model_unchanged, linear_model, snapshot_model
+
+from freqplug.attacks import HFAttack
+from freqplug.defenses import LowPassFilter
+from freqplug.eval import point_seed, robustness_curve
+from freqplug.eval.curves import auc_normalised
+
+
+def _images(n=24, size=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, size, size, generator=g, dtype=torch.float64)
+    return x
+
+
+def _net(seed=0):
+    """A 4-class linear model on 8x8 images: small, and FGSM/PGD/HF change its predictions at small budgets."""
+    return linear_model(3, 8, 8, num_classes=4, seed=seed)
+
+
+def _labelled(model, x, flip_every=5):
+    """Labels = the model's predictions, with every ``flip_every``-th changed (some clean errors)."""
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[::flip_every] = (y[::flip_every] + 1) % 4
+    return y
+
+
+def _robust(model, x, y, adv):
+    with torch.no_grad():
+        return float(((model(x).argmax(1) == y) & (model(adv).argmax(1) == y)).double().mean())
+
+
+def test_points_match_torchattacks_by_hand_and_attacks_are_restored():
+    model = _net()
+    x = _images()
+    y = _labelled(model, x)
+    eps_user, alpha_user = 0.05, 0.0125
+    attacks = {"FGSM": torchattacks.FGSM(model, eps=eps_user),
+               "PGD": torchattacks.PGD(model, eps=eps_user, alpha=alpha_user, steps=3, random_start=True)}
+    grid = [0.005, 0.01, 0.05]
+    before = snapshot_model(model)
+    rng_state = torch.get_rng_state()
+    result = robustness_curve(model, attacks, grid, x, y, batch_size=10, seed=3)
+    assert torch.equal(torch.get_rng_state(), rng_state)  # the user's random stream is untouched
+    assert_model_unchanged(model, before)
+    assert attacks["PGD"].eps == eps_user and attacks["PGD"].alpha == alpha_user and attacks["FGSM"].eps == eps_user
+
+    with torch.no_grad():
+        clean = float((model(x).argmax(1) == y).double().mean())
+    assert result.eps.tolist() == [0.0] + grid
+    for name in attacks:
+        assert result.accuracy[name][0] == clean
+    for e, got_fgsm, got_pgd in zip(grid, result.accuracy["FGSM"][1:], result.accuracy["PGD"][1:]):
+        fgsm = torchattacks.FGSM(model, eps=e)
+        adv = torch.cat([fgsm(x[s:s + 10], y[s:s + 10]) for s in range(0, len(x), 10)])
+        assert float(got_fgsm) == _robust(model, x, y, adv)
+        pgd = torchattacks.PGD(model, eps=e, alpha=alpha_user * e / eps_user, steps=3, random_start=True)
+        torch.manual_seed(point_seed(3, "PGD", e))
+        adv = torch.cat([pgd(x[s:s + 10], y[s:s + 10]) for s in range(0, len(x), 10)])
+        assert float(got_pgd) == _robust(model, x, y, adv)
+    # the curve falls: a real attack at eps 0.05 on this net breaks some images
+    assert result.accuracy["PGD"][-1] < clean
+    assert result.auc["PGD"] == pytest.approx(np.trapezoid(result.accuracy["PGD"].numpy(), result.eps.numpy()) / 0.05)
+    # same call, same curve
+    again = robustness_curve(model, attacks, grid, x, y, batch_size=10, seed=3)
+    assert torch.equal(again.accuracy["PGD"], result.accuracy["PGD"])
+
+
+def test_fgsm_on_a_two_class_linear_model_matches_a_numpy_oracle_and_never_rises():
+    model = linear_model(3, 6, 6, num_classes=2, seed=1)
+    x = _images(40, 6, seed=2)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[::7] = 1 - y[::7]
+    grid = [0.005, 0.01, 0.02, 0.04, 0.08, 0.16]
+    result = robustness_curve(model, {"FGSM": torchattacks.FGSM(model)}, grid, x, y)
+
+    w = model[1].weight.detach().numpy()
+    b = model[1].bias.detach().numpy()
+    xs = x.reshape(len(x), -1).numpy()
+    yn = y.numpy()
+    d = w[yn] - w[1 - yn]  # margin direction of each image: f_y - f_other
+    db = b[yn] - b[1 - yn]
+    # CE gradient of a 2-class linear model is (p_y - 1) * d: FGSM moves against sign(d)
+    expected = []
+    for e in [0.0] + grid:
+        adv = np.clip(xs - e * np.sign(d), 0, 1) if e else xs
+        clean_ok = (np.einsum("nk,nk->n", d, xs) + db) > 0
+        adv_ok = (np.einsum("nk,nk->n", d, adv) + db) > 0
+        expected.append((clean_ok & adv_ok).mean())
+    np.testing.assert_allclose(result.accuracy["FGSM"].numpy(), expected, atol=0)
+    assert bool((result.accuracy["FGSM"].diff() <= 0).all())
+    assert result.accuracy["FGSM"][-1] < result.accuracy["FGSM"][0]
+
+
+def test_defense_curves_evaluate_the_attacks_made_against_the_model():
+    model = _net()
+    x = _images(16)
+    y = _labelled(model, x)
+    d1 = LowPassFilter(model, 2.5)
+    result = robustness_curve(model, {"FGSM": torchattacks.FGSM(model)}, [0.01, 0.05], x, y,
+                              defenses={"D1 r=2.5": d1})
+    for e, got in zip([0.01, 0.05], result.defended["D1 r=2.5"]["FGSM"][1:]):
+        adv = torchattacks.FGSM(model, eps=e)(x, y)  # made against the undefended model
+        assert float(got) == _robust(d1, x, y, adv)
+    with torch.no_grad():
+        assert result.clean_accuracy["D1 r=2.5"] == float((d1(x).argmax(1) == y).double().mean())
+    assert set(result.defended_auc["D1 r=2.5"]) == {"FGSM"}
+    labels = {(a, m) for a, m, _ in result.curves()}
+    assert labels == {("FGSM", "model"), ("FGSM", "D1 r=2.5")}
+
+
+def test_hf_attack_radius_curve_equals_separate_runs_and_its_eps_curve_uses_the_distance():
+    model = _net()
+    x = _images(12)
+    y = _labelled(model, x)
+    hf = HFAttack(model, min_radius=1.0, step=0.5)
+    result = robustness_curve(model, {"HF": hf}, [0.1, 0.3, 1.0], x, y, batch_size=5)
+    assert result.kinds["HF"] == "minimum-norm"
+    curve = result.hf_radius["HF"]
+    with torch.no_grad():
+        clean_ok = model(x).argmax(1) == y
+    for k in (0, len(curve["radius"]) // 2, len(curve["radius"]) - 1):
+        r = float(curve["radius"][k])
+        separate = HFAttack(model, min_radius=r, step=0.5)
+        separate(x, y)
+        assert float(curve["accuracy"][k]) == float((clean_ok & ~separate.success).double().mean())
+    # Linf budget: an image counts as broken once the HF image (which fooled the model) is within eps
+    full = HFAttack(model, min_radius=1.0, step=0.5)
+    adv = full(x, y)
+    with torch.no_grad():
+        fooled = model(adv).argmax(1) != y
+    distance = (adv - x).flatten(1).abs().amax(1)
+    for e, got in zip([0.1, 0.3, 1.0], result.accuracy["HF"][1:]):
+        assert float(got) == float((clean_ok & ~(fooled & (distance <= e))).double().mean())
+
+
+def test_resume_skips_finished_points_and_refuses_a_state_from_other_inputs(tmp_path):
+    counted = CountingModel(_net())
+    x = _images(10)
+    y = _labelled(counted, x)
+    path = tmp_path / "curve.pt"
+
+    def attacks():
+        return {"PGD": torchattacks.PGD(counted, eps=0.02, alpha=0.01, steps=2)}
+
+    first = robustness_curve(counted, attacks(), [0.01, 0.02], x, y, resume=path)
+    assert path.is_file()
+    counted.rows = 0
+    longer = robustness_curve(counted, attacks(), [0.01, 0.02, 0.04], x, y, resume=path)
+    # only the new point ran: 2 PGD steps + 1 evaluation forward of the 10 images
+    assert counted.rows == 3 * 10
+    assert longer.n_evaluations == 3 * 10
+    assert torch.equal(longer.accuracy["PGD"][:3], first.accuracy["PGD"])
+    assert ("PGD", 0.01) in longer.resumed_points
+    fresh = robustness_curve(counted, attacks(), [0.01, 0.02, 0.04], x, y)
+    assert torch.equal(fresh.accuracy["PGD"], longer.accuracy["PGD"])
+
+    counted.rows = 0
+    with pytest.raises(ValueError, match="`resume`.*inputs"):
+        robustness_curve(counted, attacks(), [0.01], x.flip(0), y, resume=path)
+    with pytest.raises(ValueError, match="`resume`.*seed"):
+        robustness_curve(counted, attacks(), [0.01], x, y, resume=path, seed=1)
+    with pytest.raises(ValueError, match="`resume`.*attacks"):
+        robustness_curve(counted, {"PGD": torchattacks.PGD(counted, eps=0.02, alpha=0.01, steps=3)}, [0.01], x, y,
+                         resume=path)
+    assert counted.rows == 0
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="corrupt"):
+        robustness_curve(counted, attacks(), [0.01], x, y, resume=tmp_path / "junk.pt")
+
+
+def test_refusals():
+    model = _net()
+    other = _net(seed=1)
+    x = _images(4)
+    y = _labelled(model, x)
+    fgsm = {"FGSM": torchattacks.FGSM(model)}
+    with pytest.raises(TypeError, match="`attacks`"):
+        robustness_curve(model, {}, [0.1], x, y)
+    with pytest.raises(TypeError, match=r"`attacks\['a'\]`"):
+        robustness_curve(model, {"a": model}, [0.1], x, y)
+    with pytest.raises(ValueError, match=r"`attacks\['FGSM'\]`.*another model"):
+        robustness_curve(model, {"FGSM": torchattacks.FGSM(other)}, [0.1], x, y)
+    with pytest.raises(ValueError, match="alpha/eps"):
+        robustness_curve(model, {"PGD": torchattacks.PGD(model, eps=0.0, alpha=0.01)}, [0.1], x, y)
+    for grid in ([0.2, 0.1], [0.0], [-0.1, 0.1], [0.1, 0.1], [float("nan")]):
+        with pytest.raises(ValueError, match="`eps_grid`"):
+            robustness_curve(model, fgsm, grid, x, y)
+    with pytest.raises(TypeError, match="`eps_grid`"):
+        robustness_curve(model, fgsm, 0.1, x, y)
+    with pytest.raises(ValueError, match="`y`"):
+        robustness_curve(model, fgsm, [0.1], x, torch.full((4,), 4))
+    with pytest.raises(ValueError, match="`x`"):
+        robustness_curve(model, fgsm, [0.1], x * 255, y)
+    with pytest.raises(TypeError, match="`seed`"):
+        robustness_curve(model, fgsm, [0.1], x, y, seed=0.5)
+    with pytest.raises(ValueError, match="`norm`"):
+        robustness_curve(model, fgsm, [0.1], x, y, norm="L1")
+    with pytest.raises(ValueError, match="`defenses`"):
+        robustness_curve(model, fgsm, [0.1], x, y, defenses={"model": model})
+    with pytest.raises(ValueError, match="max_evaluations"):
+        robustness_curve(model, fgsm, [0.1, 0.2], x, y, max_evaluations=10)
+    nan = NaNModel(model)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        robustness_curve(nan, {"FGSM": torchattacks.FGSM(nan)}, [0.1], x, y)
+
+
+def test_auc_is_the_normalised_trapezoid():
+    eps = torch.tensor([0.0, 0.1, 0.3], dtype=torch.float64)
+    assert auc_normalised(eps, torch.tensor([1.0, 1.0, 1.0])) == 1.0
+    assert auc_normalised(eps, torch.tensor([1.0, 0.5, 0.0])) == pytest.approx((0.1 * 0.75 + 0.2 * 0.25) / 0.3)
+    assert math.isclose(auc_normalised(eps, torch.tensor([0.0, 0.0, 0.0])), 0.0)
+
+
+@pytest.mark.slow
+def test_reference_resnet18_fgsm_and_pgd_points(reference_model, cifar_samples):
+    x, y = cifar_samples
+    x, y = x[:2], y[:2]
+    attacks = {"FGSM": torchattacks.FGSM(reference_model, eps=8 / 255),
+               "PGD": torchattacks.PGD(reference_model, eps=8 / 255, alpha=2 / 255, steps=1)}
+    result = robustness_curve(reference_model, attacks, [8 / 255], x, y, seed=0)
+    with torch.no_grad():
+        clean = float((reference_model(x).argmax(1) == y).double().mean())
+    assert result.clean_accuracy["model"] == clean == float(result.accuracy["PGD"][0]) == 1.0
+    pgd = torchattacks.PGD(reference_model, eps=8 / 255, alpha=2 / 255, steps=1)
+    torch.manual_seed(point_seed(0, "PGD", 8 / 255))
+    assert float(result.accuracy["PGD"][1]) == _robust(reference_model, x, y, pgd(x, y))
+    fgsm = torchattacks.FGSM(reference_model, eps=8 / 255)
+    assert float(result.accuracy["FGSM"][1]) == _robust(reference_model, x, y, fgsm(x, y))
+    assert result.accuracy["FGSM"][1] < 1.0  # 8/255 breaks the standard model
