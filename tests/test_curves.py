@@ -237,3 +237,16 @@ def test_reference_resnet18_fgsm_and_pgd_points(reference_model, cifar_samples):
     fgsm = torchattacks.FGSM(reference_model, eps=8 / 255)
     assert float(result.accuracy["FGSM"][1]) == _robust(reference_model, x, y, fgsm(x, y))
     assert result.accuracy["FGSM"][1] < 1.0  # 8/255 breaks the standard model
+
+
+def test_an_attack_that_repairs_misclassified_images_does_not_raise_robust_accuracy():
+    model = _net()
+    x = _images(20)
+    y = _labelled(model, x, flip_every=2)  # half the images misclassified
+    repair = torchattacks.PGD(model, eps=0.05, alpha=0.02, steps=3)
+    repair.set_mode_targeted_by_function(target_map_function=lambda images, labels: labels)  # towards the truth
+    result = robustness_curve(model, {"repair": repair}, [0.05], x, y)
+    adv = repair(x, y)
+    with torch.no_grad():
+        assert float((model(adv).argmax(1) == y).double().mean()) > result.accuracy["repair"][0]  # it does repair
+    assert float(result.accuracy["repair"][1]) == float(result.accuracy["repair"][0])  # but counts clean-correct only
