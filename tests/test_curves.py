@@ -250,3 +250,49 @@ def test_an_attack_that_repairs_misclassified_images_does_not_raise_robust_accur
     with torch.no_grad():
         assert float((model(adv).argmax(1) == y).double().mean()) > result.accuracy["repair"][0]  # it does repair
     assert float(result.accuracy["repair"][1]) == float(result.accuracy["repair"][0])  # but counts clean-correct only
+
+
+def test_plots_of_a_result_have_titles_labels_and_legends():
+    from freqplug.report.plots_curves import plot_robustness_curve
+
+    model = _net()
+    x = _images(6)
+    y = _labelled(model, x)
+    result = robustness_curve(model, {"FGSM": torchattacks.FGSM(model), "HF": HFAttack(model, min_radius=2.0)},
+                              [0.01, 0.05], x, y, defenses={"D1": LowPassFilter(model, 2.5)})
+    for source in (result, result.to_dict()):
+        figure = plot_robustness_curve(source)
+        curves_ax, hf_ax = figure.axes
+        assert curves_ax.get_xlabel().startswith("Linf budget") and curves_ax.get_ylabel() == "robust accuracy"
+        labels = curves_ax.get_legend_handles_labels()[1]
+        assert any(label.startswith("FGSM + D1") for label in labels) and len(labels) == 4
+        assert hf_ax.get_title() == "HF attack against radius"
+        assert figure.get_suptitle().startswith("Robustness curves")
+
+
+@pytest.mark.slow
+def test_report_stages_run_render_and_pair_two_models(cifar_samples, tmp_path):
+    import json
+
+    from freqplug.report import profile, stages
+    from freqplug.report.plots_curves import classwise_pair
+
+    x, y = cifar_samples[0][:4], cifar_samples[1][:4]
+    models = {f"tiny{s}": linear_model(3, 32, 32, num_classes=10, seed=s, dtype=torch.float32) for s in (0, 1)}
+    result = profile(models, x, y, out=tmp_path, preset="fast", stages=["autoattack", "robustness_curve", "classwise"],
+                     quiet=True)
+    assert {"robustness_curve", "classwise"} <= set(stages.BUILTIN_STAGES)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["models"]
+    curve = metrics["tiny0"]["robustness_curve"]
+    assert curve["eps"][0] == 0 and set(curve["accuracy"]) == {"FGSM", "PGD", "HF"}
+    assert set(curve["defended"]) == {"D1 r=12"}  # a model without Conv2d gets no D2
+    assert curve["accuracy"]["PGD"][0] == metrics["tiny0"]["autoattack"]["clean_accuracy"]
+    classwise = metrics["tiny0"]["classwise"]
+    assert classwise["n_images"] == 4 and len(classwise["hfc_abs"]) == 10
+    assert classwise["overall_robust"] == metrics["tiny0"]["autoattack"]["robust_accuracy"]
+    pair = classwise_pair({n: result.metrics["models"][n]["classwise"] for n in models})
+    if pair is not None:
+        assert {pair["standard"], pair["robust"]} == set(models)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Robustness curves" in markdown and "## Class-wise frequency analysis" in markdown
+    assert (tmp_path / "robustness_curve.png").is_file() and (tmp_path / "classwise.png").is_file()

@@ -109,7 +109,8 @@ class ClasswiseHFC:
             defined (NaN with fewer than 3 such classes, or when either is constant); Chen2022 report Pearson
             -0.8765 on CIFAR-10 (ST ResNet-18 vs AT model).
         pearson_p, spearman_p: their two-sided p-values (scipy.stats).
-        num_classes: classes the correlations use.
+        num_classes: classes where both numbers are defined (those the correlations use; 0 without
+            ``robust_accuracy``).
         threshold: HFC threshold (fraction of r_max).
     """
 
