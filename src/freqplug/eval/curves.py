@@ -388,7 +388,7 @@ def robustness_curve(model, attacks: Mapping[str, Any], eps_grid, x: torch.Tenso
                 found.append(attack.found_radius.detach().cpu().double())
         if found:
             hf_found[name] = torch.cat(found)
-        return torch.cat(out).to(x.dtype)
+        return torch.cat(out).to(device=x.device, dtype=x.dtype)
 
     with ExitStack() as stack:
         stack.enter_context(torch.random.fork_rng(devices=[device] if device.type == "cuda" else []))
