@@ -176,3 +176,33 @@ def test_on_the_embedded_resnet18(reference_model, cifar_samples):
     ratio = significant_component_ratio(result, labels=y)
     assert ratio.pfc_ratio.shape == (32, 32) and bool(((ratio.pfc_ratio + ratio.nfc_ratio) <= 1).all())
     assert float(ratio.pfc_ratio.max()) > 0  # a trained model has components that help the true class
+
+
+def test_classwise_pair_and_plots():
+    from freqplug.report.plots import PlotView
+    from freqplug.report.plots_curves import (classwise_pair, plot_classwise_hfc, plot_classwise_stage,
+                                              plot_significant_components)
+
+    hfc = [0.1, 0.4, 0.2, 0.3]
+    metrics = {"standard": {"hfc_abs": hfc, "robust_accuracy": [0.9, 0.8, 0.9, 0.8], "overall_robust": 0.05},
+               "robust": {"hfc_abs": [0.0, 0.0, 0.0, 0.0], "robust_accuracy": [0.8, 0.2, 0.6, 0.4],
+                          "overall_robust": 0.5}}
+    pair = classwise_pair(metrics)
+    assert pair["standard"] == "standard" and pair["robust"] == "robust" and pair["num_classes"] == 4
+    assert pair["pearson"] == pytest.approx(np.corrcoef(hfc, [0.8, 0.2, 0.6, 0.4])[0, 1])
+    assert pair["spearman"] == pytest.approx(-1.0)
+    figure = plot_classwise_stage(PlotView(names=list(metrics), metrics=metrics, arrays={}, settings={}))
+    (ax,) = figure.axes
+    assert "standard" in ax.get_title() and "robust" in ax.get_title() and ax.get_xlabel().startswith("mean |phi|")
+    alone = plot_classwise_stage(PlotView(names=["standard"], metrics={"standard": metrics["standard"]}, arrays={},
+                                          settings={}))
+    assert alone.axes[0].get_legend_handles_labels()[1] == ["standard"]
+
+    players = make_players("pairs", 4, 4)
+    result = _result(torch.randn(4, players.num_players, generator=torch.Generator().manual_seed(2),
+                                 dtype=torch.float64), players)
+    labels = torch.tensor([0, 1, 2, 3])
+    figure = plot_classwise_hfc(classwise_hfc_shapley(result, labels, robust_accuracy=[0.9, 0.1, 0.5, 0.3]))
+    assert figure.axes[0].get_title().startswith("Pearson")
+    figure = plot_significant_components(significant_component_ratio(result))
+    assert figure.axes[0].get_legend_handles_labels()[1] == ["PFC", "NFC"]

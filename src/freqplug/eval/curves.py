@@ -236,7 +236,7 @@ class _State:
         self.key = key
         self.points: Dict[str, Dict[str, torch.Tensor]] = {}
         if self.path is not None and self.path.exists():
-            data = safe_load(self.path, "robustness_curve resume")
+            data = safe_load(self.path, "`resume` (robustness_curve state)")
             if data.get("format") != STATE_FORMAT:
                 raise ValueError(f"`resume` file {str(self.path)!r} is not a robustness_curve state "
                                  f"(format {data.get('format')!r}, expected {STATE_FORMAT!r})")
