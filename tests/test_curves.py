@@ -296,3 +296,14 @@ def test_report_stages_run_render_and_pair_two_models(cifar_samples, tmp_path):
     markdown = (tmp_path / "report.md").read_text()
     assert "## Robustness curves" in markdown and "## Class-wise frequency analysis" in markdown
     assert (tmp_path / "robustness_curve.png").is_file() and (tmp_path / "classwise.png").is_file()
+
+
+def test_an_attack_named_clean_does_not_collide_with_the_clean_point(tmp_path):
+    model = _net()
+    x = _images(6)
+    y = _labelled(model, x)
+    attacks = {"clean": HFAttack(model, min_radius=2.0)}
+    first = robustness_curve(model, attacks, [0.5], x, y, resume=tmp_path / "s.pt")
+    again = robustness_curve(model, attacks, [0.5], x, y, resume=tmp_path / "s.pt")
+    assert torch.equal(first.accuracy["clean"], again.accuracy["clean"])
+    assert again.resumed_points == [("clean", 0.0), ("clean", None)] and again.n_evaluations == 0

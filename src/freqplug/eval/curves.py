@@ -47,6 +47,9 @@ NORMS = ("Linf", "L2")
 #: Version tag of the resume file; a file with another tag is refused.
 STATE_FORMAT = "freqplug.robustness_curve/1"
 
+#: Key of the clean point in the resume file (attack names are non-empty, so it cannot collide).
+CLEAN_POINT = ""
+
 #: Name of the undefended model among the evaluated models.
 UNDEFENDED = "model"
 
@@ -74,7 +77,8 @@ class RobustnessCurve:
         seed: the seed.
         n_evaluations: model evaluations (images forwarded, forward+backward counted once) this call spent,
             resumed points excluded; the attacks' own forwards are estimated (see :func:`robustness_curve`).
-        resumed_points: (attack, eps) points read from the resume file instead of run.
+        resumed_points: (attack, eps) points read from the resume file instead of run (``("clean", 0.0)`` for the
+            clean point, eps None for a minimum-norm attack's single run).
     """
 
     eps: torch.Tensor
@@ -89,7 +93,7 @@ class RobustnessCurve:
     n_images: int
     seed: int
     n_evaluations: int
-    resumed_points: List[Tuple[str, float]] = field(default_factory=list)
+    resumed_points: List[Tuple[str, Optional[float]]] = field(default_factory=list)
 
     def curves(self) -> List[Tuple[str, str, torch.Tensor]]:
         """``[(attack, evaluated model, accuracy (E,))]``: the undefended curves, then each defense's."""
@@ -348,7 +352,7 @@ def robustness_curve(model, attacks: Mapping[str, Any], eps_grid, x: torch.Tenso
     def todo(name, point_eps):
         return state.get(name, point_eps) is None
 
-    cost = num_models * n if todo("clean", None) else 0
+    cost = num_models * n if todo(CLEAN_POINT, None) else 0
     for name, attack in attacks.items():
         run = _attack_forwards(attack, n, height, width)
         if not hasattr(attack, "eps"):
@@ -365,7 +369,7 @@ def robustness_curve(model, attacks: Mapping[str, Any], eps_grid, x: torch.Tenso
     logger.info("robustness_curve: about %d model evaluations", cost)
 
     device, _ = model_device_dtype(model, x.device)
-    resumed: List[Tuple[str, float]] = []
+    resumed: List[Tuple[str, Optional[float]]] = []
     num_points = 1 + sum(len(positive) if hasattr(a, "eps") else 1 for a in attacks.values())
     bar = tqdm(total=num_points, desc="robustness_curve", unit="point", disable=not show_progress)
 
@@ -397,11 +401,11 @@ def robustness_curve(model, attacks: Mapping[str, Any], eps_grid, x: torch.Tenso
         stack.callback(bar.close)
         spent = 0
 
-        clean = state.get("clean", None)
+        clean = state.get(CLEAN_POINT, None)
         if clean is None:
             clean = {"correct": correct_on(x)}
             spent += num_models * n
-            state.put("clean", None, clean)
+            state.put(CLEAN_POINT, None, clean)
         else:
             resumed.append(("clean", 0.0))
         clean_correct = clean["correct"]  # (M, N)
@@ -425,7 +429,7 @@ def robustness_curve(model, attacks: Mapping[str, Any], eps_grid, x: torch.Tenso
                     spent += _attack_forwards(attack, n, height, width) + num_models * n
                     state.put(name, None, point)
                 else:
-                    resumed.append((name, float("nan")))
+                    resumed.append((name, None))
                 broken = ~point["correct"]  # (M, N)
                 for j, e in enumerate(positive, start=1):
                     fooled = broken & (point["distance"] <= e)[None]
