@@ -217,8 +217,10 @@ def plot_classwise_stage(view):
         hfc = _finite(view.metrics[n]["hfc_abs"])
         ax.bar([k + i * width for k in range(len(hfc))], [0 if math.isnan(v) else v for v in hfc], width=width,
                label=n)
+    num_classes = max(len(view.metrics[n]["hfc_abs"]) for n in names)
+    ax.set_xticks([k + 0.4 - width / 2 for k in range(num_classes)], [str(k) for k in range(num_classes)])
     ax.set_xlabel("class")
     ax.set_ylabel("mean |phi| of HFC")
-    ax.set_title("Per-class |phi| of the high-frequency components (Chen2022 Fig. 5)", fontsize=8)
+    ax.set_title("Per-class |phi_HFC| (Chen2022 Fig. 5)", fontsize=9)
     ax.legend(fontsize=7)
     return figure
