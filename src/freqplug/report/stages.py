@@ -722,7 +722,7 @@ def _register_curves_stages() -> None:
         "attack, for the model and for Wang2020b's low-pass defenses D1 (input) and D2 (first-layer kernels) "
         "evaluated on the same adversarial examples (Wang2020b Figs. 2-4); AUC is the trapezoid area normalised by "
         "the eps range. The HF panel shows its accuracy against the smallest low-pass radius it may use.",
-        {"fast": {"n_images": 8, "eps_fractions": [0.25, 0.5, 1.0], "pgd_steps": 5, "hf_step": 2.0,
+        {"fast": {"n_images": 4, "eps_fractions": [0.5, 1.0], "pgd_steps": 3, "hf_step": 4.0,
                   "d1_radius": 12.0, "d2_radius": 1.2},
          "default": {"n_images": 32, "eps_fractions": [0.125, 0.25, 0.5, 0.75, 1.0], "pgd_steps": 10,
                      "hf_step": 1.0, "d1_radius": 12.0, "d2_radius": 1.2},
@@ -737,7 +737,7 @@ def _register_curves_stages() -> None:
         "the least robust model's |phi_HFC| with the most robust model's per-class robust accuracy (Chen2022 "
         "Fig. 5). Also the ratio of significantly large PFC/NFC (|phi| > 20 % of the max at that frequency, Chen2022 "
         "Fig. 7).",
-        {"fast": {"n_images": 10, "players": 8, "n_samples": 2},
+        {"fast": {"n_images": 4, "players": 4, "n_samples": 2},
          "default": {"n_images": 40, "players": 8, "n_samples": 4},
          "gpu": {"n_images": None, "players": 16, "n_samples": 8}},
         _run_classwise, _rows_classwise, plots_curves.plot_classwise_stage,
