@@ -69,8 +69,8 @@ def test_points_match_torchattacks_by_hand_and_attacks_are_restored():
     # the curve falls: a real attack at eps 0.05 on this net breaks some images
     assert result.accuracy["PGD"][-1] < clean
     assert result.auc["PGD"] == pytest.approx(np.trapezoid(result.accuracy["PGD"].numpy(), result.eps.numpy()) / 0.05)
-    # same call, same curve
-    again = robustness_curve(model, attacks, grid, x, y, batch_size=10, seed=3)
+    # same call, same curve (the grid as a numpy array or a tensor, too)
+    again = robustness_curve(model, attacks, np.array(grid), x, y, batch_size=10, seed=3)
     assert torch.equal(again.accuracy["PGD"], result.accuracy["PGD"])
 
 

@@ -143,6 +143,8 @@ def auc_normalised(eps: torch.Tensor, accuracy: torch.Tensor) -> float:
 def _check_grid(eps_grid) -> torch.Tensor:
     if isinstance(eps_grid, torch.Tensor):
         eps_grid = eps_grid.detach().cpu().double().reshape(-1).tolist()
+    elif type(eps_grid).__module__ == "numpy" and hasattr(eps_grid, "tolist"):  # a numpy array (e.g. linspace)
+        eps_grid = eps_grid.reshape(-1).tolist()
     if isinstance(eps_grid, (str, bytes)) or not isinstance(eps_grid, Sequence):
         raise TypeError(f"`eps_grid` must be a sequence of numbers (or a 1-D tensor), got {type(eps_grid).__name__}")
     values = []
