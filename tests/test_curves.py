@@ -133,6 +133,7 @@ def test_hf_attack_radius_curve_equals_separate_runs_and_its_eps_curve_uses_the_
         separate = HFAttack(model, min_radius=r, step=0.5)
         separate(x, y)
         assert float(curve["accuracy"][k]) == float((clean_ok & ~separate.success).double().mean())
+        assert float(curve["success_rate"][k]) == pytest.approx(separate.success_rate)
     # Linf budget: an image counts as broken once the HF image (which fooled the model) is within eps
     full = HFAttack(model, min_radius=1.0, step=0.5)
     adv = full(x, y)

@@ -70,8 +70,10 @@ class RobustnessCurve:
         defended_auc: ``{defense: {attack: float}}``.
         clean_accuracy: ``{"model" or defense: float}``.
         kinds: ``{attack: "eps" or "minimum-norm"}``.
-        hf_radius: ``{attack: {"radius": (R,), "accuracy": (R,)}}`` for every :class:`~freqplug.HFAttack`:
-            accuracy of ``model`` when the attack may low-pass down to ``radius`` (descending radii, bins).
+        hf_radius: ``{attack: {"radius": (R,), "accuracy": (R,), "success_rate": (R,)}}`` for every
+            :class:`~freqplug.HFAttack`: accuracy of ``model`` when the attack may low-pass down to ``radius``
+            (descending radii, bins), and the attack's success rate over the correctly classified images
+            (``HFAttack.success_rate`` of a run with ``min_radius=radius``).
         norm: the norm of minimum-norm perturbation sizes.
         n_images: N.
         seed: the seed.
@@ -510,4 +512,7 @@ def _hf_radius_curve(radii: torch.Tensor, found_radius: torch.Tensor, clean_corr
     success = ~torch.isnan(found_radius)
     reached = success[None] & (found_radius[None].nan_to_num(-1.0) >= radii[:, None])  # (R, N)
     accuracy = (clean_correct[None] & ~reached).double().mean(dim=1)
-    return {"radius": radii.clone(), "accuracy": accuracy}
+    counted = clean_correct.double().sum()  # success over the correctly classified images, as HFAttack.success_rate
+    success = (reached & clean_correct[None]).double().sum(dim=1) / counted if counted > 0 else \
+        torch.full_like(accuracy, float("nan"))
+    return {"radius": radii.clone(), "accuracy": accuracy, "success_rate": success}
