@@ -297,6 +297,18 @@ def test_report_stages_run_render_and_pair_two_models(cifar_samples, tmp_path):
     assert (tmp_path / "robustness_curve.png").is_file() and (tmp_path / "classwise.png").is_file()
 
 
+def test_to_dict_is_json_when_no_image_is_classified_correctly():
+    import json
+
+    model = _net()
+    x = _images(4)
+    with torch.no_grad():
+        y = (model(x).argmax(1) + 1) % 4  # every image wrong: HF success rate undefined
+    result = robustness_curve(model, {"HF": HFAttack(model, min_radius=2.0)}, [0.5], x, y)
+    data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert data["accuracy"]["HF"] == [0.0, 0.0] and data["hf_radius"]["HF"]["success_rate"][0] is None
+
+
 def test_an_attack_named_clean_does_not_collide_with_the_clean_point(tmp_path):
     model = _net()
     x = _images(6)

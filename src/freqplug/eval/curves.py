@@ -114,13 +114,18 @@ class RobustnessCurve:
             "defended_auc": {d: dict(c) for d, c in self.defended_auc.items()},
             "clean_accuracy": dict(self.clean_accuracy),
             "kinds": dict(self.kinds),
-            "hf_radius": {a: {k: v.tolist() for k, v in c.items()} for a, c in self.hf_radius.items()},
+            "hf_radius": {a: {k: _json_floats(v) for k, v in c.items()} for a, c in self.hf_radius.items()},
             "norm": self.norm,
             "n_images": self.n_images,
             "seed": self.seed,
             "n_evaluations": self.n_evaluations,
             "resumed_points": [list(p) for p in self.resumed_points],
         }
+
+
+def _json_floats(values: torch.Tensor) -> List[Optional[float]]:
+    """A list of floats with NaN as None (JSON has no NaN)."""
+    return [None if v != v else v for v in values.double().tolist()]
 
 
 def point_seed(seed: int, attack: str, eps: float) -> int:
