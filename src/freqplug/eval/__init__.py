@@ -19,6 +19,9 @@ from .autoattack_runner import (
     EvaluationState,
     available_backends,
 )
+from .classwise import (ClasswiseHFC, SignificantComponents, classwise_hfc_shapley, hfc_mask, per_class_accuracy,
+                        significant_component_ratio)
+from .curves import RobustnessCurve, point_seed, robustness_curve
 from .frequency import (FrequencyRobustness, evaluate_frequency_robustness, evaluate_masked_perturbations,
                         frequency_band_masks, perturbation_spectrum)
 from .masked_noise import masked_noise_table
@@ -31,16 +34,25 @@ __all__ = [
     "AutoAttackCheckWarning",
     "AutoAttackResult",
     "AutoAttackRunner",
+    "ClasswiseHFC",
     "EvaluationState",
     "FrequencyRobustness",
+    "RobustnessCurve",
+    "SignificantComponents",
     "attack_spectra",
     "available_backends",
+    "classwise_hfc_shapley",
     "evaluate_frequency_robustness",
     "evaluate_masked_perturbations",
     "frequency_band_masks",
+    "hfc_mask",
     "masked_noise_table",
+    "per_class_accuracy",
     "perturbation_spectrum",
+    "point_seed",
     "plot_attack_spectra",
+    "robustness_curve",
+    "significant_component_ratio",
 ]
 
 #: Names that moved to freqplug.compat (compat depends on eval, never the other way round).

@@ -607,3 +607,151 @@ del _stage
 
 #: Names of the built-in stages (the registry may grow at run time; :func:`stage_names` is the live list).
 BUILTIN_STAGES = stage_names()
+
+
+# --- curves (issue 16 items 2 and 3: robustness curves, class-wise frequency analysis) ----------------------
+def _curve_attacks(ctx: StageContext):
+    """The stage's attacks in the run's threat model: FGSM and PGD for Linf, PGD-L2 for L2, plus HF."""
+    import torchattacks
+
+    from ..attacks import HFAttack
+
+    s, eps, norm = ctx.own, ctx.settings["eps"], ctx.settings["norm"]
+    attacks = {}
+    if norm == "Linf":
+        attacks["FGSM"] = torchattacks.FGSM(ctx.model, eps=eps)
+        attacks["PGD"] = torchattacks.PGD(ctx.model, eps=eps, alpha=eps / 4, steps=s["pgd_steps"], random_start=True)
+    elif norm == "L2":
+        attacks["PGD-L2"] = torchattacks.PGDL2(ctx.model, eps=eps, alpha=eps / 4, steps=s["pgd_steps"],
+                                               random_start=True)
+    if s.get("hf_step") and norm in ("Linf", "L2"):
+        attacks["HF"] = HFAttack(ctx.model, step=s["hf_step"], batch_size=ctx.batch_size)
+    return attacks
+
+
+def _curve_defenses(ctx: StageContext):
+    """Wang2020b's D1 (input low-pass) and D2 (low-passed first-layer kernels, when the model has a Conv2d)."""
+    from ..defenses import LowPassFilter, low_pass_kernels
+
+    s = ctx.own
+    defenses = {}
+    if s.get("d1_radius"):
+        defenses[f"D1 r={s['d1_radius']:g}"] = LowPassFilter(ctx.model, s["d1_radius"])
+    if s.get("d2_radius") and any(isinstance(m, nn.Conv2d) for m in ctx.model.modules()):
+        defenses[f"D2 r={s['d2_radius']:g}"] = low_pass_kernels(ctx.model, s["d2_radius"])
+    return defenses
+
+
+def _run_robustness_curve(ctx: StageContext):
+    from ..eval import robustness_curve
+
+    s, eps = ctx.own, ctx.settings["eps"]
+    attacks = _curve_attacks(ctx)
+    if not attacks:
+        return {"metrics": {"skipped": f"no attack for threat model {ctx.settings['norm']} in torchattacks"},
+                "arrays": {}}
+    k = ctx.n if s["n_images"] is None else min(s["n_images"], ctx.n)
+    grid = [eps * f for f in s["eps_fractions"]]
+    result = robustness_curve(ctx.model, attacks, grid, ctx.x[:k].to(ctx.device), ctx.y[:k].to(ctx.device),
+                              defenses=_curve_defenses(ctx), norm=ctx.settings["norm"], batch_size=ctx.batch_size,
+                              seed=ctx.seed, show_progress=ctx.show_progress)
+    metrics = result.to_dict()
+    arrays = {"eps": result.eps}
+    for attack, model_name, accuracy in result.curves():
+        arrays[f"{attack} | {model_name}"] = accuracy
+    return {"metrics": metrics, "arrays": arrays}
+
+
+def _rows_robustness_curve(m) -> Rows:
+    if "skipped" in m:
+        return [("skipped", m["skipped"])]
+    top = format_eps(m["eps"][-1], m["norm"])
+    rows: Rows = [("images", m["n_images"]), ("eps grid", ", ".join(format_eps(e, m["norm"]) for e in m["eps"]))]
+    for attack, accuracy in m["accuracy"].items():
+        rows += [(f"{attack}: accuracy at eps={top}", accuracy[-1]), (f"{attack}: normalised AUC", m["auc"][attack])]
+    for defense, curves in m["defended"].items():
+        rows.append((f"{defense}: clean accuracy", m["clean_accuracy"][defense]))
+        for attack, accuracy in curves.items():
+            rows += [(f"{attack} + {defense}: accuracy at eps={top}", accuracy[-1]),
+                     (f"{attack} + {defense}: normalised AUC", m["defended_auc"][defense][attack])]
+    for attack, curve in m.get("hf_radius", {}).items():
+        rows.append((f"{attack}: accuracy at the smallest radius ({curve['radius'][-1]:.3g} bins)",
+                     curve["accuracy"][-1]))
+    return rows
+
+
+def _run_classwise(ctx: StageContext):
+    from ..attributions import FrequencyShapley
+    from ..eval import classwise_hfc_shapley, per_class_accuracy, significant_component_ratio
+
+    s = ctx.own
+    k = ctx.n if s["n_images"] is None else min(s["n_images"], ctx.n)
+    model = ctx.model
+    fs = FrequencyShapley(lambda z: torch.softmax(model(z), dim=1))  # Chen2022's game: class probability
+    result = fs.attribute(ctx.x[:k].to(ctx.device), target=ctx.y[:k].to(ctx.device), players=s["players"],
+                          n_samples=s["n_samples"], seed=ctx.seed, show_progress=ctx.show_progress,
+                          return_result=True)
+    robust = overall = None
+    autoattack = ctx.done.get("autoattack")
+    if autoattack is not None and "robust" in autoattack.get("arrays", {}):
+        correct = autoattack["arrays"]["robust"].bool().cpu()
+        robust = per_class_accuracy(correct, ctx.y.cpu(), num_classes=ctx.num_classes)
+        overall = float(correct.double().mean())
+    classwise = classwise_hfc_shapley(result, ctx.y[:k].cpu(), robust_accuracy=robust, num_classes=ctx.num_classes)
+    significant = significant_component_ratio(result)
+    metrics = classwise.to_dict()
+    metrics.update({"n_images": k, "players": s["players"], "n_samples": s["n_samples"], "overall_robust": overall,
+                    "significant": significant.to_dict()})
+    return {"metrics": metrics, "arrays": {"hfc_abs": classwise.hfc_abs, "pfc_radial": significant.pfc_radial,
+                                          "nfc_radial": significant.nfc_radial}}
+
+
+def _rows_classwise(m) -> Rows:
+    present = [v for v in m["hfc_abs"] if v is not None]
+    rows: Rows = [("images", m["n_images"]), ("classes with images", len(present)),
+                  ("mean |phi_HFC|, largest class", max(present) if present else None),
+                  ("mean |phi_HFC|, smallest class", min(present) if present else None)]
+    if m.get("robust_accuracy") is not None:
+        rows += [("Pearson (|phi_HFC|, own per-class robust accuracy)", m["pearson"]),
+                 ("Spearman", m["spearman"]), ("classes in the correlation", m["num_classes"])]
+    significant = m["significant"]
+    for kind in ("PFC", "NFC"):
+        radial = significant[f"{kind.lower()}_radial"]
+        rows.append((f"significant {kind} ratio, mean over radii", sum(radial) / len(radial)))
+    return rows
+
+
+def _register_curves_stages() -> None:
+    from . import plots_curves
+
+    register(Stage(
+        "robustness_curve", "Robustness curves",
+        "Robust accuracy against the perturbation budget (fractions of the run's eps) under FGSM, PGD and the HF "
+        "attack, for the model and for Wang2020b's low-pass defenses D1 (input) and D2 (first-layer kernels) "
+        "evaluated on the same adversarial examples (Wang2020b Figs. 2-4); AUC is the trapezoid area normalised by "
+        "the eps range. The HF panel shows its accuracy against the smallest low-pass radius it may use.",
+        {"fast": {"n_images": 4, "eps_fractions": [0.5, 1.0], "pgd_steps": 3, "hf_step": 4.0,
+                  "d1_radius": 12.0, "d2_radius": 1.2},
+         "default": {"n_images": 32, "eps_fractions": [0.125, 0.25, 0.5, 0.75, 1.0], "pgd_steps": 10,
+                     "hf_step": 1.0, "d1_radius": 12.0, "d2_radius": 1.2},
+         "gpu": {"n_images": None, "eps_fractions": [0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0], "pgd_steps": 20,
+                 "hf_step": 1.0, "d1_radius": 12.0, "d2_radius": 1.2}},
+        _run_robustness_curve, _rows_robustness_curve, plots_curves.plot_robustness_curve_stage, needs_grad=True,
+        comparison=(("PGD normalised AUC", lambda m: m.get("auc", {}).get("PGD")),)))
+    register(Stage(
+        "classwise", "Class-wise frequency analysis",
+        "Per class, the mean |Shapley value| of the high-frequency components (r > 0.7 r_max) and, when the "
+        "autoattack stage ran, the per-class robust accuracy with their correlation; with two models the plot pairs "
+        "the least robust model's |phi_HFC| with the most robust model's per-class robust accuracy (Chen2022 "
+        "Fig. 5). Also the ratio of significantly large PFC/NFC (|phi| > 20 % of the max at that frequency, Chen2022 "
+        "Fig. 7).",
+        {"fast": {"n_images": 4, "players": 4, "n_samples": 2},
+         "default": {"n_images": 40, "players": 8, "n_samples": 4},
+         "gpu": {"n_images": None, "players": 16, "n_samples": 8}},
+        _run_classwise, _rows_classwise, plots_curves.plot_classwise_stage,
+        comparison=(("Pearson (|phi_HFC|, per-class robust accuracy)", lambda m: m.get("pearson")),)))
+
+
+_register_curves_stages()
+#: The built-in stages now include the curves block's.
+BUILTIN_STAGES = stage_names()
