@@ -109,9 +109,9 @@ def load_corrupted_cifar(data_dir: Union[str, Path], corruption: str, severity: 
                          f"severity of {root / (corruption + '.npy')}")
     labels = _labels(root, per_severity)
     offset = (int(severity) - 1) * per_severity + start
-    block = np.ascontiguousarray(images[offset:offset + n_examples])
+    block = np.array(images[offset:offset + n_examples])  # a writable copy of the memory-mapped rows
     x = torch.from_numpy(block).permute(0, 3, 1, 2).to(dtype) / 255
-    y = torch.from_numpy(np.asarray(labels[start:start + n_examples], dtype=np.int64))
+    y = torch.from_numpy(np.array(labels[start:start + n_examples], dtype=np.int64))
     return x.contiguous(), y
 
 
