@@ -47,9 +47,9 @@ def corrupted_cifar_path(data_dir: Union[str, Path], dataset: str = "cifar10") -
         raise TypeError(f"`data_dir` must be a path (str or pathlib.Path), got {type(data_dir).__name__}")
     root = Path(data_dir) / CORRUPTED_CIFAR_FOLDERS[dataset]
     if not root.is_dir():
-        raise ValueError(f"`data_dir` {str(data_dir)!r} has no {CORRUPTED_CIFAR_FOLDERS[dataset]}/ folder (RobustBench's "
-                         f"layout: <data_dir>/{CORRUPTED_CIFAR_FOLDERS[dataset]}/<corruption>.npy and labels.npy); "
-                         "freqplug never downloads it")
+        folder = CORRUPTED_CIFAR_FOLDERS[dataset]
+        raise ValueError(f"`data_dir` {str(data_dir)!r} has no {folder}/ folder (RobustBench's layout: "
+                         f"<data_dir>/{folder}/<corruption>.npy and labels.npy); freqplug never downloads it")
     return root
 
 

@@ -430,7 +430,8 @@ def corruption_robustness(
     models = [model] + ([baseline_model] if baseline_model is not None else [])
     evaluations = n * (1 + len(names) * len(levels)) * len(models)
     check_budget(evaluations, max_evaluations, "corruption_robustness",
-                 hint=f"{n} images x (1 + {len(names)} corruptions x {len(levels)} severities) x {len(models)} model(s)")
+                 hint=f"{n} images x (1 + {len(names)} corruptions x {len(levels)} severities) x "
+                      f"{len(models)} model(s)")
 
     x_cpu, y_cpu = x.detach().cpu(), y.detach().cpu()
     inputs_digest = digest(x_cpu, y_cpu)
