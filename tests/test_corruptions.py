@@ -57,8 +57,8 @@ def test_accuracy_equals_the_checked_accuracy_on_images_corrupted_by_imagecorrup
         assert torch.equal(corrupt_images(x, *key, seed=0), corrupted), key
 
 
-def test_b_low_and_radial_energy_of_the_noise_match_independent_computations(images, measured, direct):
-    x, _ = images
+def test_b_low_and_radial_energy_of_the_noise_match_independent_computations(images, measured, direct, small_net):
+    x, y = images
     for c in NAMES:
         per_severity = [float(frequency_bias(direct[(c, s)] - quantized(x))) for s in SEVERITIES]
         for s, value in zip(SEVERITIES, per_severity):
@@ -66,6 +66,12 @@ def test_b_low_and_radial_energy_of_the_noise_match_independent_computations(ima
         assert measured.frequency_bias[c] == pytest.approx(np.mean(per_severity), abs=1e-5)
         profile = np.mean([radial_energy_numpy(direct[(c, s)] - quantized(x)) for s in SEVERITIES], axis=0)
         np.testing.assert_allclose(measured.radial_profile[c].double().numpy(), profile, rtol=1e-4, atol=1e-9)
+    # Images off the 1/255 grid: the noise is the corruption's, measured against the quantized image the
+    # corruption started from (not the quantization error on top).
+    off_grid = x[:2] * 0.9 + 0.3 / 255
+    result = corruption_robustness(small_net, off_grid, y[:2], ["defocus_blur"], (1,))
+    noise = imagecorruptions_direct(off_grid, "defocus_blur", 1) - quantized(off_grid)
+    assert result.frequency_bias["defocus_blur"] == pytest.approx(float(frequency_bias(noise)), abs=1e-5)
 
 
 def test_blur_noise_is_lower_frequency_than_gaussian_noise(measured):
@@ -137,7 +143,8 @@ def test_grey_images_are_corrupted_as_rgb_and_averaged_back(images):
     torch.testing.assert_close(out, rgb.mean(1, keepdim=True), rtol=0, atol=1e-6)
 
 
-def test_mce_relative_to_a_baseline_model_and_to_its_precomputed_result(small_net, images):
+def test_mce_relative_to_a_baseline_model_and_to_its_precomputed_result(small_net, images, measured):
+    resnet_result = measured
     x, y = images
     baseline = tiny_cnn(num_classes=10, seed=1, dtype=torch.float32)
     measured = corruption_robustness(small_net, x, y, NAMES, SEVERITIES, batch_size=32)
@@ -145,10 +152,18 @@ def test_mce_relative_to_a_baseline_model_and_to_its_precomputed_result(small_ne
     own = corruption_robustness(baseline, x, y, NAMES, SEVERITIES, batch_size=4)
     assert with_model.baseline_accuracy == own.accuracy and with_model.baseline_clean_accuracy == own.clean_accuracy
     assert with_model.evaluations == 2 * measured.evaluations
+    # The CE formula where the two differ: the embedded ResNet's result as the tiny net's baseline.
+    against_resnet = corruption_robustness(small_net, x, y, NAMES, SEVERITIES, batch_size=32, baseline=resnet_result)
+    assert against_resnet.evaluations == measured.evaluations  # a precomputed baseline costs no forwards
     for c in NAMES:
         err = sum(1 - measured.accuracy[(c, s)] for s in SEVERITIES)
-        base = sum(1 - own.accuracy[(c, s)] for s in SEVERITIES)
-        assert with_model.corruption_error[c] == pytest.approx(100 * err / base)
+        base = sum(1 - resnet_result.accuracy[(c, s)] for s in SEVERITIES)
+        expected = 100 * err / base if base > 0 else float("nan")
+        assert against_resnet.corruption_error[c] == pytest.approx(expected, nan_ok=True)
+    finite = [v for v in against_resnet.corruption_error.values() if not math.isnan(v)]
+    assert finite and any(v != 100 for v in finite)  # the check can see an inverted ratio
+    if len(finite) == len(NAMES):
+        assert against_resnet.mce == pytest.approx(np.mean(finite))
     assert with_model.mce == pytest.approx(np.mean([with_model.corruption_error[c] for c in NAMES]))
     from_result = corruption_robustness(small_net, x, y, NAMES, SEVERITIES, batch_size=4, baseline=own)
     assert from_result.mce == with_model.mce and measured.mce is None and measured.corruption_error is None
@@ -258,18 +273,19 @@ def test_cifar_c_reader_equals_robustbench_loader(tmp_path, no_network):
         assert float(got_x.std()) > 0.1  # real (random) content, not the zero padding
 
 
-def test_report_stage_agrees_with_the_function(small_net, images):
+def test_report_stage_agrees_with_the_function(reference_model, images):
     from freqplug.report import profile
     from freqplug.report.stages import get_stage
 
     x, y = images
     settings = {"corruptions": ["gaussian_noise", "defocus_blur"], "severities": [4], "n_images": 2}
-    result = profile(small_net, x, y, out=None, preset="fast", stages=["corruptions"], quiet=True,
+    result = profile(reference_model, x, y, out=None, preset="fast", stages=["corruptions"], quiet=True,
                      overrides={"corruptions": settings})
     got = result.metrics["models"]["model"]["corruptions"]
-    expected = corruption_robustness(small_net, x[:2], y[:2], settings["corruptions"], (4,), seed=0).to_dict()
+    expected = corruption_robustness(reference_model, x[:2], y[:2], settings["corruptions"], (4,), seed=0).to_dict()
     assert got["accuracy"] == expected["accuracy"] and got["frequency_bias"] == expected["frequency_bias"]
     assert got["order_by_b_low"] == ["defocus_blur", "gaussian_noise"]
+    assert got["clean_accuracy"] != got["mean_accuracy"]["gaussian_noise"]  # rows can tell the values apart
     rows = dict(get_stage("corruptions").rows(got))
     assert rows["gaussian_noise (B_low %.2f)" % got["frequency_bias"]["gaussian_noise"]] == \
         expected["mean_accuracy"]["gaussian_noise"]

@@ -197,7 +197,7 @@ def _corrupt_uint8(images: np.ndarray, name: str, severity: int, seed: int, star
     return out
 
 
-@dataclass
+@dataclass(eq=False)  # holds tensors; compare to_dict() results
 class CorruptionRobustness:
     """Accuracy per corruption and severity and the frequency profile of every corruption's noise.
 
