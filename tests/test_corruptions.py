@@ -135,6 +135,16 @@ def test_corruptions_imagecorruptions_cannot_run_here_run_through_the_shim(image
     assert module.gaussian is original_gaussian and module.np is original_np  # the package is left as it was
 
 
+@pytest.mark.parametrize("corruption", CORRUPTIONS)
+def test_every_corruption_runs_at_32x32_on_the_installed_libraries(images, corruption):
+    x = images[0][:1]
+    for severity in (1, 5):
+        out = corrupt_images(x, corruption, severity, seed=3)
+        assert out.shape == x.shape and out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1
+        assert float((out * 255 - (out * 255).round()).abs().max()) < 1e-4  # uint8 levels
+        assert not torch.equal(out, quantized(x)), f"{corruption} at severity {severity} changed nothing"
+
+
 def test_grey_images_are_corrupted_as_rgb_and_averaged_back(images):
     x = quantized(images[0][:2].mean(1, keepdim=True))
     out = corrupt_images(x, "gaussian_noise", 2)  # independent noise per RGB channel: the average is no copy
