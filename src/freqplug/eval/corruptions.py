@@ -180,21 +180,28 @@ def _corrupt_uint8(images: np.ndarray, name: str, severity: int, seed: int, star
     package, module = _imagecorruptions()
     grey = images.shape[-1] == 1
     out = np.empty(images.shape, dtype=np.float64 if grey else np.uint8)
+    with _numpy_fork_rng(), _imagecorruptions_shims(module), warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        for i, image in enumerate(images):
+            np.random.seed(_numpy_seed(seed, start_index + i, name, severity))
+            rgb = np.repeat(image, 3, axis=-1) if grey else image
+            corrupted = package.corrupt(rgb, severity=severity, corruption_name=name)
+            if corrupted.shape != rgb.shape:
+                raise ValueError(f"imagecorruptions' {name!r} at severity {severity} returned shape "
+                                 f"{corrupted.shape} for an image of shape {rgb.shape}")
+            out[i] = corrupted.mean(axis=-1, keepdims=True) if grey else corrupted
+    return out
+
+
+@contextlib.contextmanager
+def _numpy_fork_rng() -> Iterator[None]:
+    """Fork numpy's global (legacy) RNG, as ``torch.random.fork_rng`` does torch's: whatever is seeded or drawn
+    inside (imagecorruptions draws from ``np.random``), the caller's state is put back on exit."""
     state = np.random.get_state()
     try:
-        with _imagecorruptions_shims(module), warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=DeprecationWarning)
-            for i, image in enumerate(images):
-                np.random.seed(_numpy_seed(seed, start_index + i, name, severity))
-                rgb = np.repeat(image, 3, axis=-1) if grey else image
-                corrupted = package.corrupt(rgb, severity=severity, corruption_name=name)
-                if corrupted.shape != rgb.shape:
-                    raise ValueError(f"imagecorruptions' {name!r} at severity {severity} returned shape "
-                                     f"{corrupted.shape} for an image of shape {rgb.shape}")
-                out[i] = corrupted.mean(axis=-1, keepdims=True) if grey else corrupted
+        yield
     finally:
         np.random.set_state(state)
-    return out
 
 
 @dataclass(eq=False)  # holds tensors; compare to_dict() results
