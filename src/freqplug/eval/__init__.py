@@ -22,6 +22,7 @@ from .autoattack_runner import (
 from .classwise import (ClasswiseHFC, SignificantComponents, classwise_hfc_shapley, hfc_mask, per_class_accuracy,
                         significant_component_ratio)
 from .curves import RobustnessCurve, point_seed, robustness_curve
+from .corruptions import CorruptionRobustness, corrupt_images, corruption_robustness
 from .frequency import (FrequencyRobustness, evaluate_frequency_robustness, evaluate_masked_perturbations,
                         frequency_band_masks, perturbation_spectrum)
 from .masked_noise import masked_noise_table
@@ -35,6 +36,7 @@ __all__ = [
     "AutoAttackResult",
     "AutoAttackRunner",
     "ClasswiseHFC",
+    "CorruptionRobustness",
     "EvaluationState",
     "FrequencyRobustness",
     "RobustnessCurve",
@@ -42,6 +44,8 @@ __all__ = [
     "attack_spectra",
     "available_backends",
     "classwise_hfc_shapley",
+    "corrupt_images",
+    "corruption_robustness",
     "evaluate_frequency_robustness",
     "evaluate_masked_perturbations",
     "frequency_band_masks",
