@@ -98,7 +98,8 @@ def test_bad_input_is_refused_by_name():
 def test_profile_measures_reads_stages_and_ignores_skipped_ones():
     metrics = {"schema_version": 2, "models": {
         "x": {"autoattack": {"robust_accuracy": 0.4}, "band_shapley": {"srs": 0.7},
-              "hf_attack": {"success_rate": None}, "frequency_bias": {"skipped": "needs ..."}},
+              "hf_attack": {"success_rate": None},
+              "frequency_bias": {"skipped": "needs ...", "b_low": 0.5}},  # a skipped stage gives no number
         "y": {"corruption_robustness": {"mean_accuracy": 0.6}, "frequency_bias": {"b_low": 0.3}}}}
     assert profile_measures(metrics) == {"x": {"robust accuracy": 0.4, "SRS": 0.7},
                                          "y": {"corruption accuracy": 0.6, "B_low": 0.3}}
