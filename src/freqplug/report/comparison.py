@@ -125,14 +125,17 @@ class CrossModelCorrelation:
         figure, axes = new_figure(ncols=len(rows), width=3.4, height=3.0)
         for ax, row in zip(axes[0], rows):
             ax.scatter(row.x_values, row.y_values)
+            labels: Dict[Tuple[float, float], List[str]] = {}
             for name, a, b in zip(row.models, row.x_values, row.y_values):
-                ax.annotate(name, (a, b), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                labels.setdefault((a, b), []).append(name)  # models on the same point share one label
+            for (a, b), point_names in labels.items():
+                ax.annotate(", ".join(point_names), (a, b), fontsize=7, xytext=(3, 3), textcoords="offset points")
             ax.set_xlabel(row.x)
             ax.set_ylabel(row.y)
             if row.pearson is None:
                 ax.set_title(row.note, fontsize=8)
             else:
-                ax.set_title(f"r={row.pearson:+.2f}, ρ={row.spearman:+.2f}, n={row.n}", fontsize=8)
+                ax.set_title(f"Pearson r={row.pearson:+.2f}, Spearman rho={row.spearman:+.2f}, n={row.n}", fontsize=8)
         return figure
 
 
@@ -272,6 +275,7 @@ def comparison_section(result, out_dir: Optional[Path] = None, *, dpi: int = 80
     the correlations and, when ``out_dir`` is given, the scatter plot ``cross_model_correlation.png``.
     """
     import base64
+    from html import escape
 
     from .render import _html_table, _md_table
 
@@ -284,14 +288,14 @@ def comparison_section(result, out_dir: Optional[Path] = None, *, dpi: int = 80
              "n models is small: read the signs, not the p-values.")
     if len(names) < MIN_MODELS:
         note = f"n/a, need >= {MIN_MODELS} models (this run has {len(names)})."
-        return [f"### {title}", "", note, ""], [f"<h3>{title}</h3>", f"<p>{note}</p>"], {}
+        return [f"### {title}", "", note, ""], [f"<h3>{title}</h3>", f"<p>{escape(note)}</p>"], {}
     correlation = cross_model_correlation(result)
     if not correlation.rows:
         note = "n/a: no pair of a frequency measure and a robustness measure was run for these models."
-        return [f"### {title}", "", note, ""], [f"<h3>{title}</h3>", f"<p>{note}</p>"], {}
+        return [f"### {title}", "", note, ""], [f"<h3>{title}</h3>", f"<p>{escape(note)}</p>"], {}
     table = correlation.table()
     md = [f"### {title}", "", intro, "", *_md_table(*table), ""]
-    parts = [f"<h3>{title}</h3>", f"<p>{intro}</p>", _html_table(*table)]
+    parts = [f"<h3>{title}</h3>", f"<p>{escape(intro)}</p>", _html_table(*table)]
     files: Dict[str, Path] = {}
     if out_dir is not None:
         figure = correlation.plot()
