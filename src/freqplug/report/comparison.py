@@ -17,21 +17,38 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 #: Minimum number of models a correlation is computed over.
 MIN_MODELS = 3
 
-#: measure -> (stages that may hold it, metric keys tried in order). The first stage that ran (not
-#: skipped) and has a non-None value gives the measure.
-MEASURES: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
-    "clean accuracy": (("clean_accuracy",), ("accuracy",)),
-    "robust accuracy": (("autoattack",), ("robust_accuracy",)),
-    # The corruption stage is written on another branch; both names it may take are looked up.
-    "corruption accuracy": (("corruption_robustness", "corruptions"), ("mean_accuracy", "accuracy")),
-    "SRS": (("band_shapley",), ("srs",)),
-    "B_low": (("frequency_bias",), ("b_low",)),
-    "HF attack success": (("hf_attack",), ("success_rate",)),
+
+def _finite_or_none(value) -> Optional[float]:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _mean_over_corruptions(metrics: Mapping[str, Any]):
+    """The corruptions stage's accuracy averaged over its corruptions (each already averaged over severities)."""
+    per_corruption = metrics.get("mean_accuracy")
+    if not isinstance(per_corruption, Mapping) or not per_corruption:
+        return None
+    values = [_finite_or_none(v) for v in per_corruption.values()]
+    return None if any(v is None for v in values) else sum(values) / len(values)
+
+
+#: measure -> (stage, get(stage metrics) -> number or None). A stage that did not run, was skipped or
+#: has no value leaves the measure out for that model.
+MEASURES: Dict[str, Tuple[str, Callable[[Mapping[str, Any]], Any]]] = {
+    "clean accuracy": ("clean_accuracy", lambda m: m.get("accuracy")),
+    "robust accuracy": ("autoattack", lambda m: m.get("robust_accuracy")),
+    # the "corruptions" stage (freqplug.eval.corruption_robustness): {"mean_accuracy": {corruption: accuracy}}
+    "corruption accuracy": ("corruptions", _mean_over_corruptions),
+    "SRS": ("band_shapley", lambda m: m.get("srs")),
+    "B_low": ("frequency_bias", lambda m: m.get("b_low")),
+    "HF attack success": ("hf_attack", lambda m: m.get("success_rate")),
 }
 
 #: The pairs of Luo2024 Figs. 8-11 (SRS) and the same for B_low and the HF attack: (x, y) measures.
@@ -139,13 +156,6 @@ class CrossModelCorrelation:
         return figure
 
 
-def _finite_or_none(value) -> Optional[float]:
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def profile_measures(result) -> Dict[str, Dict[str, float]]:
     """Each model's measures from a profile run: ``{model: {measure: value}}`` (see :data:`MEASURES`).
 
@@ -162,16 +172,13 @@ def profile_measures(result) -> Dict[str, Dict[str, float]]:
     out: Dict[str, Dict[str, float]] = {}
     for model, stages in metrics["models"].items():
         out[model] = {}
-        for measure, (stage_names, keys) in MEASURES.items():
-            for stage in stage_names:
-                entry = stages.get(stage)
-                if not isinstance(entry, Mapping) or "skipped" in entry:
-                    continue
-                value = next((_finite_or_none(entry[k]) for k in keys if _finite_or_none(entry.get(k)) is not None),
-                             None)
-                if value is not None:
-                    out[model][measure] = value
-                    break
+        for measure, (stage, get) in MEASURES.items():
+            entry = stages.get(stage)
+            if not isinstance(entry, Mapping) or "skipped" in entry:
+                continue
+            value = _finite_or_none(get(entry))
+            if value is not None:
+                out[model][measure] = value
     return out
 
 
