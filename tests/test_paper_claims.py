@@ -10,7 +10,7 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TINY = ["--seeds", "0", "1", "--epochs", "1", "--train-size", "128", "--n-eval", "16", "--n-shapley", "6",
-        "--bands", "4"]
+        "--n-corrupt", "8", "--bands", "4"]
 
 
 def _load_example():
