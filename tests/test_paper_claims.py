@@ -46,7 +46,9 @@ def test_paper_claims_tiny_run_writes_every_claim(tmp_path, no_network):
             assert 0.0 <= m[kind]["clean"] <= 1.0 and 0.0 <= m[kind]["pgd"] <= 1.0
         assert sum(m["standard"]["sid"]) == pytest.approx(1.0)
     # The verdict rule on the JaFR row: every seed -> yes, seeds disagree -> unclear, mean the other way -> no.
-    args = example.main.__globals__["argparse"].Namespace(bands=4, label_noise=0.4, d1_radius=4.0, d2_radius=1.2)
+    import argparse
+
+    args = argparse.Namespace(bands=4, label_noise=0.4, d1_radius=4.0, d2_radius=1.2, seeds=[0, 1])
     for shifts, verdict in (((1.0, 1.0), "yes"), ((1.0, -0.5), "unclear (1/2 seeds)"), ((1.0, -2.0), "no"),
                             ((-1.0, -1.0), "no")):
         edited = [{**m, "JaFR": {**m["JaFR"], "b_low": m["standard"]["b_low"] + d}} for m, d in zip(per_seed, shifts)]
