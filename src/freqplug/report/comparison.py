@@ -139,8 +139,12 @@ class CrossModelCorrelation:
         rows = [row for row in self.rows if row.n]
         if not rows:
             return None
-        figure, axes = new_figure(ncols=len(rows), width=3.4, height=3.0)
-        for ax, row in zip(axes[0], rows):
+        ncols = min(3, len(rows))  # 3 per line: 6 pairs (corruptions run) stay readable
+        nrows = -(-len(rows) // ncols)
+        figure, axes = new_figure(ncols=ncols, nrows=nrows, width=3.4, height=3.0)
+        for ax in axes.flat[len(rows):]:
+            ax.set_visible(False)
+        for ax, row in zip(axes.flat, rows):
             ax.scatter(row.x_values, row.y_values)
             labels: Dict[Tuple[float, float], List[str]] = {}
             for name, a, b in zip(row.models, row.x_values, row.y_values):
