@@ -10,12 +10,13 @@ Data: sklearn's 1797 real handwritten digits at 16x16 (the repository's loader, 
 - ``random init``: the untrained initialisation (Luo2024's control);
 - ``label noise``: the standard recipe on labels of which ``--label-noise`` are replaced by uniform ones.
 
-Each claim of the issue is then measured with the library's functions on the held-out digits and
+Each claim is then measured with the library's functions on the held-out digits and
 written as a markdown table (claim, paper, measured here as mean ± std over the seeds with the
 number of seeds where it holds, holds). *holds* is "yes" when every seed goes the claimed way, "no"
 when the mean over the seeds goes the other way (or no seed goes the claimed way), "unclear (k/n
-seeds)" otherwise. Nothing is downloaded; the run is deterministic
-given ``--seeds``.
+seeds)" otherwise. The per-seed measures behind it go to the same name with ``.json``. The
+Chan2022 corruption claim needs ``freqplug.eval.corruption_robustness`` and imagecorruptions; without
+them its row says "not measured". Nothing is downloaded; the run is deterministic given ``--seeds``.
 
     OMP_NUM_THREADS=1 nice -n 10 python examples/paper_claims.py [--seeds 0 1 2] [--out examples/paper_claims.md]
 """
@@ -23,6 +24,7 @@ given ``--seeds``.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -408,6 +410,9 @@ def main(argv=None):
     rows = claims(per_seed, args)
     wall = time.perf_counter() - start
     write_table(rows, per_seed, args, wall, args.out, sys.argv[1:] if argv is None else argv)
+    # the raw per-seed measures behind the table, to re-check a verdict without rerunning
+    Path(args.out).with_suffix(".json").write_text(json.dumps({"arguments": vars(args), "per_seed": per_seed},
+                                                              indent=1, allow_nan=True))
     for claim, _, text, holds in rows:
         print(f"[{holds}] {claim}: {text}")
     print(f"wrote {args.out} ({wall:.0f} s)")

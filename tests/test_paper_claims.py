@@ -2,6 +2,7 @@
 and the same seeds give the same measurements."""
 
 import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
@@ -34,6 +35,8 @@ def test_paper_claims_tiny_run_writes_every_claim(tmp_path, no_network):
         rows, per_seed = example.main(TINY + ["--out", str(tmp_path / "claims.md")])
     torch.set_num_threads(threads)  # the example pins one thread for reproducible numbers; give the suite its own
     text = (tmp_path / "claims.md").read_text()
+    raw = json.loads((tmp_path / "claims.json").read_text())
+    assert raw["arguments"]["seeds"] == [0, 1] and len(raw["per_seed"]) == 2
     papers = {paper.split()[0] for _, paper, _, _ in rows}
     assert papers == {"Chen2022", "Wang2020a", "Wang2020b", "Chan2022", "Luo2024"}
     assert len(rows) == 14
