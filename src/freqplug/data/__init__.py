@@ -11,6 +11,8 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
+from .corruptions import (CORRUPTED_CIFAR_FOLDERS, CORRUPTIONS, corrupted_cifar_path, corrupted_cifar_size,
+                          load_corrupted_cifar)
 from .folders import (
     CIFAR10_CLASSES,
     CIFAR100_CLASSES,
@@ -23,8 +25,9 @@ from .folders import (
     robustbench_folder,
 )
 
-__all__ = ["CIFAR10_CLASSES", "CIFAR100_CLASSES", "DATASETS", "FASHION_MNIST_CLASSES", "ImageFolderData",
-           "LoadedData", "class_names", "digits", "foolbox_data_dir", "image_folder", "load_data",
+__all__ = ["CIFAR10_CLASSES", "CIFAR100_CLASSES", "CORRUPTED_CIFAR_FOLDERS", "CORRUPTIONS", "DATASETS",
+           "FASHION_MNIST_CLASSES", "ImageFolderData", "LoadedData", "class_names", "corrupted_cifar_path",
+           "corrupted_cifar_size", "digits", "foolbox_data_dir", "image_folder", "load_corrupted_cifar", "load_data",
            "robustbench_folder", "sample_images"]
 
 #: dataset name -> (file prefix, image extension)

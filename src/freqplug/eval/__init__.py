@@ -19,6 +19,7 @@ from .autoattack_runner import (
     EvaluationState,
     available_backends,
 )
+from .corruptions import CorruptionRobustness, corrupt_images, corruption_robustness
 from .frequency import (FrequencyRobustness, evaluate_frequency_robustness, evaluate_masked_perturbations,
                         frequency_band_masks, perturbation_spectrum)
 from .masked_noise import masked_noise_table
@@ -31,10 +32,13 @@ __all__ = [
     "AutoAttackCheckWarning",
     "AutoAttackResult",
     "AutoAttackRunner",
+    "CorruptionRobustness",
     "EvaluationState",
     "FrequencyRobustness",
     "attack_spectra",
     "available_backends",
+    "corrupt_images",
+    "corruption_robustness",
     "evaluate_frequency_robustness",
     "evaluate_masked_perturbations",
     "frequency_band_masks",
