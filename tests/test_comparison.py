@@ -113,7 +113,7 @@ def test_three_model_profile_renders_the_section(tmp_path, cifar_samples):
     x, y = cifar_samples
     x, y = x[:4], y[:4] % 4
     models = {f"net{s}": tiny_cnn(seed=s, dtype=torch.float32) for s in range(3)}
-    stages = ["clean_accuracy", "autoattack", "frequency_bias", "hf_attack"]
+    stages = ["clean_accuracy", "autoattack", "corruptions", "frequency_bias", "hf_attack"]
     result = profile(models, x, y, out=tmp_path, preset="fast", stages=stages, quiet=True)
     measures = profile_measures(result)
     b_low = [result.metrics["models"][n]["frequency_bias"]["b_low"] for n in models]
@@ -124,6 +124,12 @@ def test_three_model_profile_renders_the_section(tmp_path, cifar_samples):
     line = next(row for row in report.splitlines() if row.startswith("| B_low | robust accuracy |"))
     assert len(set(robust)) > 1  # these seeds give different robust accuracies, so r is computed
     assert f"{_numpy_pearson(b_low, robust):+.3f}" in line
+    corrupted = [sum(m.values()) / len(m) for m in
+                 (result.metrics["models"][n]["corruptions"]["mean_accuracy"] for n in models)]
+    assert [measures[n]["corruption accuracy"] for n in models] == pytest.approx(corrupted)
+    line = next(row for row in report.splitlines() if row.startswith("| B_low | corruption accuracy |"))
+    if len(set(corrupted)) > 1:
+        assert f"{_numpy_pearson(b_low, corrupted):+.3f}" in line
     assert (tmp_path / "cross_model_correlation.png").exists()
     assert "Cross-model correlation" in (tmp_path / "report.html").read_text()
 
