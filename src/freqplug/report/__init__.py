@@ -8,12 +8,14 @@ added with :func:`freqplug.report.stages.register` appears in all of them.
 """
 
 from . import stages
+from .comparison import CorrelationRow, CrossModelCorrelation, cross_model_correlation, profile_measures
 from .profile import SCHEMA_VERSION, ProfileResult, input_jacobians, profile
 from .render import write_report
 from .stages import Stage, StageContext
 
-__all__ = ["DESCRIPTIONS", "PRESETS", "SCHEMA_VERSION", "SHARDED_STAGES", "STAGES", "ProfileResult", "Stage",
-           "StageContext", "input_jacobians", "profile", "stages", "write_report"]
+__all__ = ["DESCRIPTIONS", "PRESETS", "SCHEMA_VERSION", "SHARDED_STAGES", "STAGES", "CorrelationRow",
+           "CrossModelCorrelation", "ProfileResult", "Stage", "StageContext", "cross_model_correlation",
+           "input_jacobians", "profile", "profile_measures", "stages", "write_report"]
 
 
 def __getattr__(name: str):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import stages as _stages
+from .comparison import comparison_section
 from .plots import PlotView
 
 
@@ -112,8 +113,10 @@ def write_report(result, out_dir: Path, *, dpi: int = 80) -> Dict[str, Path]:
                    + (" (RobustBench's default)" if threat.get("eps_is_robustbench_default") else ""))
 
     md = ["# freqplug frequency-robustness profile", "", header, ""]
+    correlation_md, correlation_html, correlation_files = comparison_section(result, out_dir, dpi=dpi)
+    files.update(correlation_files)
     if comparison:
-        md += ["## Comparison", "", *_md_table(*comparison), ""]
+        md += ["## Comparison", "", *_md_table(*comparison), "", *correlation_md]
     for stage in records:
         md += [f"## {titles[stage.name]}", "", stage.description, "", *_md_table(*tables[stage.name]), ""]
         if stage.name in plots:
@@ -129,7 +132,7 @@ def write_report(result, out_dir: Path, *, dpi: int = 80) -> Dict[str, Path]:
 
     body = ["<h1>freqplug frequency-robustness profile</h1>", f"<p>{html.escape(header)}</p>"]
     if comparison:
-        body += ["<h2>Comparison</h2>", _html_table(*comparison)]
+        body += ["<h2>Comparison</h2>", _html_table(*comparison), *correlation_html]
     for stage in records:
         title = html.escape(titles[stage.name])
         body += [f'<h2 id="{stage.name}">{title}</h2>', f"<p>{html.escape(stage.description)}</p>",
