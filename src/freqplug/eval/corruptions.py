@@ -36,6 +36,28 @@ Key = Tuple[str, int]
 _PATCH_LOCK = threading.RLock()
 
 
+class _Proxy:
+    """A module as imagecorruptions sees it: the real module with some names replaced."""
+
+    def __init__(self, module, **replaced):
+        self._module, self._replaced = module, replaced
+
+    def __getattr__(self, name):
+        return self._replaced[name] if name in self._replaced else getattr(self._module, name)
+
+
+def _seeded_random_noise(random_noise):
+    """``skimage.util.random_noise`` drawing from numpy's global RNG, as it did before scikit-image 0.19 (which
+    made it ignore ``np.random.seed``, so ``impulse_noise`` gave other images on every call)."""
+
+    def random_noise_from_global_rng(image, *args, **kwargs):
+        if "rng" not in kwargs and "seed" not in kwargs:
+            kwargs["rng"] = int(np.random.randint(2**31 - 1))
+        return random_noise(image, *args, **kwargs)
+
+    return random_noise_from_global_rng
+
+
 class _NumpyWithFloat_:
     """numpy as imagecorruptions 1.1.2 sees it: numpy itself plus ``float_`` (removed in numpy 2.0; ``fog``'s
     plasma fractal allocates with ``dtype=np.float_``, which is float64)."""
@@ -58,6 +80,8 @@ def _imagecorruptions_shims(module) -> Iterator[None]:
       ``channel_axis=-1`` instead, which is the same filter.
     - ``fog``: allocates with ``np.float_``, removed in numpy 2.0 (AttributeError). The shim gives the module a
       numpy whose ``float_`` is ``float64`` (what ``np.float_`` was).
+    - ``impulse_noise``: ``skimage.util.random_noise`` ignores numpy's global seed since scikit-image 0.19, so the
+      corruption was not reproducible. The shim passes it an ``rng`` drawn from numpy's (seeded) global RNG.
     """
     with _PATCH_LOCK:
         saved = {}
@@ -73,6 +97,11 @@ def _imagecorruptions_shims(module) -> Iterator[None]:
         if not hasattr(np, "float_") and getattr(module, "np", None) is np:
             saved["np"] = np
             module.np = _NumpyWithFloat_()
+        skimage = getattr(module, "sk", None)
+        if skimage is not None and "rng" in _parameters(skimage.util.random_noise):
+            saved["sk"] = skimage
+            module.sk = _Proxy(skimage, util=_Proxy(skimage.util,
+                                                    random_noise=_seeded_random_noise(skimage.util.random_noise)))
         try:
             yield
         finally:
@@ -80,13 +109,18 @@ def _imagecorruptions_shims(module) -> Iterator[None]:
                 setattr(module, name, value)
 
 
-def _accepts_multichannel(function) -> bool:
+def _parameters(function) -> Tuple[str, ...]:
     import inspect
 
     try:
-        return "multichannel" in inspect.signature(function).parameters
+        return tuple(inspect.signature(function).parameters)
     except (TypeError, ValueError):  # pragma: no cover - a C function without a signature
-        return True
+        return ()
+
+
+def _accepts_multichannel(function) -> bool:
+    parameters = _parameters(function)
+    return not parameters or "multichannel" in parameters
 
 
 def _imagecorruptions():
