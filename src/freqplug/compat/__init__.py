@@ -6,17 +6,17 @@ API (backed by :class:`freqplug.eval.AutoAttackRunner`) so that ``import robustb
 ``benchmark``, ``checkpoint_paths`` and ``model_names`` are RobustBench's, working offline with
 an actionable :class:`CheckpointNotFoundError` when a checkpoint is missing.
 
-Layering: compat imports eval, never the other way round.
+Layering: compat imports eval, never the other way round. Names are imported on first use (PEP 562).
 """
 
-from .autoattack import install_autoattack, is_shim, uninstall_autoattack
-from .robustbench import (
-    CheckpointNotFoundError,
-    benchmark,
-    checkpoint_paths,
-    load_model,
-    model_names,
-)
+from .._lazy import attach, names_from
+
+_LAZY = names_from({
+    ".autoattack": ["install_autoattack", "is_shim", "uninstall_autoattack"],
+    ".robustbench": ["CheckpointNotFoundError", "benchmark", "checkpoint_paths", "load_model", "model_names"],
+})
+
+__getattr__, __dir__ = attach(__name__, _LAZY)
 
 __all__ = [
     "CheckpointNotFoundError",

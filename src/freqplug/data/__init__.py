@@ -11,17 +11,12 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-from .folders import (
-    CIFAR10_CLASSES,
-    CIFAR100_CLASSES,
-    FASHION_MNIST_CLASSES,
-    ImageFolderData,
-    LoadedData,
-    class_names,
-    image_folder,
-    load_data,
-    robustbench_folder,
-)
+from .._lazy import attach, names_from
+
+# The folder loaders are imported on first use (PEP 562).
+_LAZY = names_from({".folders": ["CIFAR10_CLASSES", "CIFAR100_CLASSES", "FASHION_MNIST_CLASSES", "ImageFolderData",
+                                 "LoadedData", "class_names", "image_folder", "load_data", "robustbench_folder"]})
+__getattr__, __dir__ = attach(__name__, _LAZY)
 
 __all__ = ["CIFAR10_CLASSES", "CIFAR100_CLASSES", "DATASETS", "FASHION_MNIST_CLASSES", "ImageFolderData",
            "LoadedData", "class_names", "digits", "foolbox_data_dir", "image_folder", "load_data",

@@ -7,6 +7,8 @@ The stages are records in a registry (:mod:`freqplug.report.stages`); ``STAGES``
 added with :func:`freqplug.report.stages.register` appears in all of them.
 """
 
+# Eager on purpose: ``profile`` is both a submodule and the function exported here, and a lazy name would be
+# shadowed by the submodule once anything imported it. ``import freqplug`` stays lazy (it does not import report).
 from . import stages
 from .profile import SCHEMA_VERSION, ProfileResult, input_jacobians, profile
 from .render import write_report
