@@ -17,8 +17,8 @@ _SUBPACKAGES = ("attacks", "attributions", "compat", "data", "defenses", "eval",
                 "training")
 
 #: Public name -> the submodule that defines it (imported on first use).
-_LAZY = names_from({
-    **{f".{package}": [package] for package in _SUBPACKAGES},
+_LAZY = {package: f".{package}" for package in _SUBPACKAGES}
+_LAZY.update(names_from({
     ".attributions": ["BandImportance", "FrequencyShapley", "FrequencyShapleyResult", "OccludedFrequency",
                       "SpectralBandShapley"],
     ".attacks": ["FrequencyMaskedAttack", "HFAttack"],
@@ -30,7 +30,7 @@ _LAZY = names_from({
     ".training": ["CSABank", "CSAugment", "JaFRLoss", "JaFROutput"],
     ".spectral": ["dct2", "frequency_bias", "idct2", "low_high_split", "relative_change_dct",
                   "spectral_robustness_score"],
-})
+}))
 
 __getattr__, __dir__ = attach(__name__, _LAZY)
 
