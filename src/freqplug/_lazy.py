@@ -36,7 +36,10 @@ def attach(package: str, names: Dict[str, str], *, fallback: Optional[Callable[[
             if fallback is not None:
                 return fallback(name)
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        submodule = importlib.import_module(target, package)
+        try:
+            submodule = importlib.import_module(target, package)
+        except ModuleNotFoundError as error:
+            raise _missing_extra(error, f"{package}.{name}") from error
         if submodule.__name__.rpartition(".")[2] == name:
             value = submodule  # the name is the subpackage/submodule itself
         else:
@@ -50,6 +53,22 @@ def attach(package: str, names: Dict[str, str], *, fallback: Optional[Callable[[
         return sorted(set(namespace) | set(names))
 
     return __getattr__, __dir__
+
+
+def _missing_extra(error: ModuleNotFoundError, what: str) -> ModuleNotFoundError:
+    """The error for a public name whose module needs an optional package that is not installed.
+
+    Names the extra that installs the package (``freqplug._optional.EXTRAS``); other missing modules keep their
+    own error.
+    """
+    from ._optional import EXTRAS
+
+    top = (error.name or "").split(".")[0]
+    extra = EXTRAS.get(top)
+    if extra is None:
+        return error
+    return ModuleNotFoundError(f"{what} needs the optional package {top!r}, which is not installed here; install "
+                               f"it with: pip install \"freqplug[{extra}]\"", name=error.name)
 
 
 def names_from(table: Dict[str, Iterable[str]]) -> Dict[str, str]:

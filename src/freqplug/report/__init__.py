@@ -29,3 +29,8 @@ def __getattr__(name: str):
     if name == "DESCRIPTIONS":
         return {stage.name: stage.description for stage in stages.registered()}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    # The computed names above are listed too, so that dir() and tab completion show the whole public API.
+    return sorted(set(globals()) | set(__all__))
