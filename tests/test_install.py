@@ -149,3 +149,61 @@ def test_optional_gate_knows_every_extra_of_the_pyproject():
     assert all("!=" not in entry and "<" not in entry for entry in project["dependencies"])  # keep the user's torch
     assert {"attacks", "robustbench", "report", "shapley", "corruptions", "docs", "all"} <= set(extras)
     assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+
+
+def _copy_checkout(destination: Path) -> Path:
+    import shutil
+
+    ignore = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", "_build", "api", "build", "dist",
+                                    ".pytest_cache", "freqplug-report")
+    shutil.copytree(ROOT, destination, ignore=ignore)
+    return destination
+
+
+@pytest.mark.slow
+def test_sdist_carries_the_tests_and_the_wheel_installs_and_runs_freqplug_profile(tmp_path):
+    import tarfile
+    import zipfile
+
+    # The PEP 517 hooks of setuptools, in a copy of the checkout (no network, no build isolation).
+    source = _copy_checkout(tmp_path / "src-copy")
+    dist = tmp_path / "dist"
+    build = ("import sys\nfrom setuptools import build_meta as backend\n"
+             f"names = backend.build_sdist({str(dist)!r}), backend.build_wheel({str(dist)!r})\n"
+             "print('BUILT', *names)")
+    out = subprocess.run([sys.executable, "-c", build], capture_output=True, text=True, cwd=source, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    sdist_name, wheel_name = next(line for line in out.stdout.splitlines() if line.startswith("BUILT ")).split()[1:]
+
+    with tarfile.open(dist / sdist_name) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    for needed in ("LICENSE", "tests/conftest.py", "tests/helpers/__init__.py", "tests/helpers/nets.py",
+                   "tests/test_install.py", "docs/conf.py", "src/freqplug/py.typed", "pyproject.toml"):
+        assert needed in names, f"{needed} missing from the source archive"
+    assert not any("__pycache__" in name or name.startswith("docs/_build") for name in names)
+
+    with zipfile.ZipFile(dist / wheel_name) as wheel:
+        listing = wheel.namelist()
+        metadata = wheel.read(next(n for n in listing if n.endswith(".dist-info/METADATA"))).decode()
+    assert "freqplug/py.typed" in listing
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in listing)
+    assert "License-Expression: MIT" in metadata
+    assert not any(n.startswith("tests/") for n in listing)  # tests travel in the sdist, not the wheel
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line]
+    assert [r.split()[1].rstrip(">=<!0123456789.,") for r in requires] == ["torch", "captum", "numpy", "tqdm"]
+
+    # Install the wheel alone (its dependencies come from this environment) and run its console script.
+    target = tmp_path / "site"
+    out = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet", "--target",
+                          str(target), str(dist / wheel_name)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    env = {"PYTHONPATH": str(target), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    report = tmp_path / "report"
+    out = subprocess.run([str(target / "bin" / "freqplug"), "profile", "--only", "clean_accuracy", "--quiet",
+                          "--out", str(report)], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = __import__("json").loads((report / "metrics.json").read_text())
+    assert metrics["models"]["embedded"]["clean_accuracy"] == {"accuracy": 1.0, "n_correct": 20}
+    where = subprocess.run([sys.executable, "-c", "import freqplug; print(freqplug.__file__)"], capture_output=True,
+                           text=True, env=env, cwd=tmp_path)
+    assert where.stdout.strip().startswith(str(target))
