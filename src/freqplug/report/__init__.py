@@ -7,6 +7,8 @@ The stages are records in a registry (:mod:`freqplug.report.stages`); ``STAGES``
 added with :func:`freqplug.report.stages.register` appears in all of them.
 """
 
+import sys
+
 # Eager on purpose: ``profile`` is both a submodule and the function exported here, and a lazy name would be
 # shadowed by the submodule once anything imported it. ``import freqplug`` stays lazy (it does not import report).
 from . import stages
@@ -33,4 +35,4 @@ def __getattr__(name: str):
 
 def __dir__():
     # The computed names above are listed too, so that dir() and tab completion show the whole public API.
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(vars(sys.modules[__name__])) | set(__all__))
