@@ -16,12 +16,12 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "freqplug"
 
 LAYER = {
-    "_version": 0, "_validation": 0, "_optional": 0,
+    "_version": 0, "_validation": 0, "_optional": 0, "_lazy": 0.5,
     "_model": 1, "_io": 1, "_batches": 1, "_distributed": 1,
     "spectral": 2,
     "data": 3,
     "attributions": 4,
-    "attacks": 5, "defenses": 5, "training": 5,
+    "attacks": 5, "defenses": 5, "training": 5, "plots": 5,
     "eval": 6,
     "compat": 7,
     # The embedded model and the model-spec loader, which resolves RobustBench names through compat.

@@ -1,17 +1,20 @@
-"""Attribution methods over frequencies, with Captum's conventions."""
+"""Attribution methods over frequencies, with Captum's conventions.
 
-from ._base import FrequencyAttribution
-from .frequency_shapley import (
-    FrequencyShapley,
-    FrequencyShapleyResult,
-    centered_attributions,
-    negative_frequency_mask,
-    positive_frequency_mask,
-    radial_average,
-    reconstruct_from_mask,
-)
-from .occluded_frequency import OccludedFrequency, plot_group_scores
-from .spectral_band_shapley import BandImportance, SpectralBandShapley
+Names are imported on first use (PEP 562), so that ``import freqplug.attributions`` is cheap until one is read.
+"""
+
+from .._lazy import attach, names_from
+
+_LAZY = names_from({
+    "._base": ["FrequencyAttribution"],
+    ".frequency_shapley": ["FrequencyShapley", "FrequencyShapleyResult", "centered_attributions",
+                           "negative_frequency_mask", "positive_frequency_mask", "radial_average",
+                           "reconstruct_from_mask"],
+    ".occluded_frequency": ["OccludedFrequency", "plot_group_scores"],
+    ".spectral_band_shapley": ["BandImportance", "SpectralBandShapley"],
+})
+
+__getattr__, __dir__ = attach(__name__, _LAZY)
 
 __all__ = [
     "BandImportance",

@@ -1,6 +1,9 @@
 """Command line: ``freqplug <command>`` (also ``python -m freqplug <command>``).
 
-This module only parses and dispatches. Models are loaded by :func:`freqplug.models.load_model_spec`,
+This module only parses and dispatches, and imports nothing heavy before the arguments are parsed:
+``freqplug --help`` and ``freqplug --version`` do not import torch; the stage and threat-model names are read from
+the library only when an option needs them (a value to check, or ``freqplug profile --help``).
+Models are loaded by :func:`freqplug.models.load_model_spec`,
 images by :func:`freqplug.data.load_data` and the report is :func:`freqplug.profile`, so Python users
 get the same models, images and labels as the command line.
 """
@@ -28,6 +31,42 @@ def __getattr__(name: str):
 
         return tuple(STAGES)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _LazyChoices:
+    """The choices of an option, read from the library the first time argparse needs them.
+
+    argparse only tests membership (a value given on the command line) or iterates (an error message, ``--help``),
+    so parsing ``--version`` or a command's other options never imports the torch-heavy registry behind them.
+    """
+
+    def __init__(self, load):
+        self._load = load
+        self._names = None
+
+    def _get(self):
+        if self._names is None:
+            self._names = tuple(self._load())
+        return self._names
+
+    def __contains__(self, value) -> bool:
+        return value in self._get()
+
+    def __iter__(self):
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
+def _stage_names():
+    from ..report import STAGES
+    return STAGES
+
+
+def _threat_models():
+    from ..models import THREAT_MODELS
+    return THREAT_MODELS
 
 
 class UsageError(Exception):
@@ -221,8 +260,7 @@ def _profile(args: argparse.Namespace) -> int:
 
 
 def _add_profile(commands) -> None:
-    from ..models import THREAT_MODELS
-    from ..report import STAGES
+    stage_choices, threat_model_choices = _LazyChoices(_stage_names), _LazyChoices(_threat_models)
 
     profile = commands.add_parser(
         "profile", help="profile a model's frequency robustness and write a report with plots",
@@ -237,8 +275,8 @@ def _add_profile(commands) -> None:
     profile.add_argument("--model-dir", default="./models", help="RobustBench checkpoint folder (default: %(default)s)")
     profile.add_argument("--dataset", default="cifar10", type=_dataset,
                          help=f"one of {', '.join(DATASETS)} (default: %(default)s)")
-    profile.add_argument("--threat-model", default="Linf", choices=THREAT_MODELS, metavar="THREAT_MODEL",
-                         help=f"RobustBench threat model, one of {', '.join(THREAT_MODELS)}; selects the attack norm "
+    profile.add_argument("--threat-model", default="Linf", choices=threat_model_choices, metavar="THREAT_MODEL",
+                         help="RobustBench threat model, one of %(choices)s; selects the attack norm "
                               "and RobustBench's eps (default: %(default)s)")
     profile.add_argument("--eps", type=_positive_float, default=None,
                          help="attack radius, e.g. 8/255 or 0.5 (default: RobustBench's eps for the threat model)")
@@ -256,9 +294,9 @@ def _add_profile(commands) -> None:
     profile.add_argument("--out", default="freqplug-report", help="output folder (default: %(default)s/)")
     profile.add_argument("--force", action="store_true", help="recompute stages cached in --out")
     profile.add_argument("--quiet", action="store_true", help="no progress bars")
-    profile.add_argument("--skip", action="append", choices=STAGES, metavar="STAGE",
-                         help=f"leave out a stage (repeatable): {', '.join(STAGES)}")
-    profile.add_argument("--only", action="append", choices=STAGES, metavar="STAGE",
+    profile.add_argument("--skip", action="append", choices=stage_choices, metavar="STAGE",
+                         help="leave out a stage (repeatable): %(choices)s")
+    profile.add_argument("--only", action="append", choices=stage_choices, metavar="STAGE",
                          help="run only these stages (repeatable)")
     profile.add_argument("--seed", type=_seed, default=0,
                          help="seed of attacks and Shapley sampling, a non-negative integer (default: 0)")

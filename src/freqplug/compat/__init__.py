@@ -9,18 +9,18 @@ robustbench reads when one is missing. ``benchmark`` is robustbench's, resumable
 with every AutoAttack backend; ``model_preprocessing`` names the image preprocessing RobustBench
 uses for a model.
 
-Layering: compat imports eval, never the other way round.
+Layering: compat imports eval, never the other way round. Names are imported on first use (PEP 562).
 """
 
-from .autoattack import install_autoattack, is_shim, uninstall_autoattack
-from .robustbench import (
-    CheckpointNotFoundError,
-    benchmark,
-    checkpoint_paths,
-    load_model,
-    model_names,
-    model_preprocessing,
-)
+from .._lazy import attach, names_from
+
+_LAZY = names_from({
+    ".autoattack": ["install_autoattack", "is_shim", "uninstall_autoattack"],
+    ".robustbench": ["CheckpointNotFoundError", "benchmark", "checkpoint_paths", "load_model", "model_names",
+                     "model_preprocessing"],
+})
+
+__getattr__, __dir__ = attach(__name__, _LAZY)
 
 __all__ = [
     "CheckpointNotFoundError",

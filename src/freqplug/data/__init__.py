@@ -11,20 +11,16 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-from .corruptions import (CORRUPTED_CIFAR_FOLDERS, CORRUPTIONS, corrupted_cifar_path, corrupted_cifar_size,
-                          load_corrupted_cifar)
-from .folders import (
-    CIFAR10_CLASSES,
-    CIFAR100_CLASSES,
-    FASHION_MNIST_CLASSES,
-    ROBUSTBENCH_PREPROCESSINGS,
-    ImageFolderData,
-    LoadedData,
-    class_names,
-    image_folder,
-    load_data,
-    robustbench_folder,
-)
+from .._lazy import attach, names_from
+
+# The folder loaders are imported on first use (PEP 562).
+_LAZY = names_from({
+    ".folders": ["CIFAR10_CLASSES", "CIFAR100_CLASSES", "FASHION_MNIST_CLASSES", "ROBUSTBENCH_PREPROCESSINGS",
+                 "ImageFolderData", "LoadedData", "class_names", "image_folder", "load_data", "robustbench_folder"],
+    ".corruptions": ["CORRUPTED_CIFAR_FOLDERS", "CORRUPTIONS", "corrupted_cifar_path", "corrupted_cifar_size",
+                     "load_corrupted_cifar"],
+})
+__getattr__, __dir__ = attach(__name__, _LAZY)
 
 __all__ = ["CIFAR10_CLASSES", "CIFAR100_CLASSES", "CORRUPTED_CIFAR_FOLDERS", "CORRUPTIONS", "DATASETS",
            "FASHION_MNIST_CLASSES", "ROBUSTBENCH_PREPROCESSINGS", "ImageFolderData", "LoadedData", "class_names",

@@ -4,6 +4,8 @@
 - D2 :func:`low_pass_kernels`: a copy of the model with low-passed first convolution kernels.
 """
 
+# Eager on purpose: ``low_pass_kernels`` is both a submodule and the function exported here, and a lazy name
+# would be shadowed by the submodule once anything imported it. Both modules need torch only.
 from .low_pass_input import LowPassFilter
 from .low_pass_kernels import low_pass_kernel_weights, low_pass_kernels
 

@@ -392,13 +392,14 @@ def robustness_curve(model, attacks: Mapping[str, Any], eps_grid, x: torch.Tenso
     hf_found: Dict[str, torch.Tensor] = {}
 
     def run_attack(attack, point_eps: Optional[float], name: str) -> torch.Tensor:
-        """The attack's output on all images, in chunks, under the point's seed (RNG forked by the caller)."""
-        torch.manual_seed(point_seed(seed, name, -1.0 if point_eps is None else point_eps))
+        """The attack's output on all images, in chunks, under the point's seed (in a fork of the global RNG)."""
         out, found = [], []
-        for start in range(0, n, batch_size):
-            out.append(attack(x[start:start + batch_size], y[start:start + batch_size]).detach().cpu())
-            if isinstance(attack, HFAttack):  # per-call results: collect them chunk by chunk
-                found.append(attack.found_radius.detach().cpu().double())
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(point_seed(seed, name, -1.0 if point_eps is None else point_eps))
+            for start in range(0, n, batch_size):
+                out.append(attack(x[start:start + batch_size], y[start:start + batch_size]).detach().cpu())
+                if isinstance(attack, HFAttack):  # per-call results: collect them chunk by chunk
+                    found.append(attack.found_radius.detach().cpu().double())
         if found:
             hf_found[name] = torch.cat(found)
         return torch.cat(out).to(device=x.device, dtype=x.dtype)

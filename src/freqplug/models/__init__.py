@@ -8,10 +8,14 @@ from pathlib import Path
 
 import torch
 
-from .loading import THREAT_MODELS, LoadedModel, load_model_spec
+from .._lazy import attach, names_from
 from .resnet import CifarResNet, resnet18_cifar
 
-__all__ = ["CifarResNet", "LoadedModel", "THREAT_MODELS", "cifar10_resnet18", "load_model_spec",
+# The model-spec loader is imported on first use (PEP 562).
+_LAZY = names_from({".loading": ["THREAT_MODELS", "LoadedModel", "data_preprocessing", "load_model_spec"]})
+__getattr__, __dir__ = attach(__name__, _LAZY)
+
+__all__ = ["CifarResNet", "LoadedModel", "THREAT_MODELS", "cifar10_resnet18", "data_preprocessing", "load_model_spec",
            "pyautoattack_checkpoint_path", "resnet18_cifar"]
 
 

@@ -7,6 +7,10 @@ The stages are records in a registry (:mod:`freqplug.report.stages`); ``STAGES``
 added with :func:`freqplug.report.stages.register` appears in all of them.
 """
 
+import sys
+
+# Eager on purpose: ``profile`` is both a submodule and the function exported here, and a lazy name would be
+# shadowed by the submodule once anything imported it. ``import freqplug`` stays lazy (it does not import report).
 from . import stages
 from .comparison import CorrelationRow, CrossModelCorrelation, cross_model_correlation, profile_measures
 from .profile import SCHEMA_VERSION, ProfileResult, input_jacobians, profile
@@ -29,3 +33,8 @@ def __getattr__(name: str):
     if name == "DESCRIPTIONS":
         return {stage.name: stage.description for stage in stages.registered()}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    # The computed names above are listed too, so that dir() and tab completion show the whole public API.
+    return sorted(set(vars(sys.modules[__name__])) | set(__all__))

@@ -14,8 +14,8 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from . import comparison as _correlation
 from . import stages as _stages
-from .comparison import comparison_section
 from .plots import PlotView
 
 
@@ -222,3 +222,40 @@ def _html_table(head: List[str], body: List[List[str]]) -> str:
     cells = "".join(f"<th>{html.escape(str(h))}</th>" for h in head)
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in body)
     return f"<table><tr>{cells}</tr>{rows}</table>"
+
+
+def comparison_section(result, out_dir: Optional[Path] = None, *, dpi: int = 80
+                       ) -> Tuple[List[str], List[str], Dict[str, Path]]:
+    """The report's cross-model correlation block (markdown lines, HTML parts, written files).
+
+    With one model there is no block; with fewer than 3 models the block says so; otherwise a table of
+    the correlations and, when ``out_dir`` is given, the scatter plot ``cross_model_correlation.png``.
+    """
+    names = list(result.metrics["models"])
+    if len(names) < 2:
+        return [], [], {}
+    title = "Cross-model correlation"
+    intro = ("Pearson's r and Spearman's ρ (two-sided p in parentheses) across the profiled models between "
+             "each frequency measure and robustness (Luo2024 Figs. 8-11; B_low: Chan2022; HF attack: Wang2020b). "
+             "n models is small: read the signs, not the p-values.")
+    if len(names) < _correlation.MIN_MODELS:
+        note = f"n/a, need >= {_correlation.MIN_MODELS} models (this run has {len(names)})."
+        return [f"### {title}", "", note, ""], [f"<h3>{title}</h3>", f"<p>{html.escape(note)}</p>"], {}
+    correlation = _correlation.cross_model_correlation(result)
+    if not correlation.rows:
+        note = "n/a: no pair of a frequency measure and a robustness measure was run for these models."
+        return [f"### {title}", "", note, ""], [f"<h3>{title}</h3>", f"<p>{html.escape(note)}</p>"], {}
+    table = correlation.table()
+    md = [f"### {title}", "", intro, "", *_md_table(*table), ""]
+    parts = [f"<h3>{title}</h3>", f"<p>{html.escape(intro)}</p>", _html_table(*table)]
+    files: Dict[str, Path] = {}
+    if out_dir is not None:
+        figure = correlation.plot()
+        if figure is not None:
+            path = Path(out_dir) / "cross_model_correlation.png"
+            figure.savefig(path, dpi=dpi)
+            files[path.name] = path
+            md += [f"![{title}]({path.name})", ""]
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
+            parts.append(f'<img alt="{title}" src="data:image/png;base64,{data}">')
+    return md, parts, files

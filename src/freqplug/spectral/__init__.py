@@ -5,51 +5,25 @@ the spectral metrics of the five methods. Attributions, attacks, defenses and tr
 hooks compose these functions and never re-implement an FFT mask.
 """
 
-from .dct import dct2, dct_matrix, idct2
-from .filters import HighPass, LowPass, high_pass, low_high_split, low_pass, radial_mask
-from .filters import BANDS, HIGH_BAND_THRESHOLD, LOW_BAND_THRESHOLD, band_mask
-from .fourier import check_spectral_mask
-from .fourier import (
-    centered_fft2,
-    centered_ifft2,
-    fft2,
-    fftshift2,
-    frequency_indices,
-    frequency_radius,
-    ifft2,
-    ifftshift2,
-    is_conjugate_symmetric,
-    mirror_indices,
-    radial_bin_index,
-)
-from .masking import (
-    apply_spectral_mask,
-    baseline_spectrum,
-    coalition_images,
-    irfft2,
-    iter_coalition_images,
-    render_coalitions,
-    rfft2,
-)
-from .metrics import (
-    energy_spectral_density,
-    frequency_bias,
-    radial_profile,
-    relative_change_dct,
-    spectral_importance_distribution,
-    spectral_robustness_score,
-    spectral_snr,
-)
-from .players import (
-    Players,
-    conjugate_pair_players,
-    dct_band_groups,
-    make_players,
-    patch_grid_players,
-    players_from_map,
-    radial_band_players,
-)
-from .dct import apply_dct_mask
+from .._lazy import attach, names_from
+
+# Names are imported on first use (PEP 562).
+_LAZY = names_from({
+    ".dct": ["apply_dct_mask", "dct2", "dct_matrix", "idct2"],
+    ".filters": ["BANDS", "HIGH_BAND_THRESHOLD", "HighPass", "LOW_BAND_THRESHOLD", "LowPass", "band_mask", "high_pass",
+                 "low_high_split", "low_pass", "radial_mask"],
+    ".fourier": ["centered_fft2", "centered_ifft2", "check_spectral_mask", "fft2", "fftshift2", "frequency_indices",
+                 "frequency_radius", "ifft2", "ifftshift2", "is_conjugate_symmetric", "mirror_indices",
+                 "radial_bin_index"],
+    ".masking": ["apply_spectral_mask", "baseline_spectrum", "coalition_images", "irfft2", "iter_coalition_images",
+                 "render_coalitions", "rfft2"],
+    ".metrics": ["energy_spectral_density", "frequency_bias", "radial_profile", "relative_change_dct",
+                 "spectral_importance_distribution", "spectral_robustness_score", "spectral_snr"],
+    ".players": ["Players", "conjugate_pair_players", "dct_band_groups", "make_players", "patch_grid_players",
+                 "players_from_map", "radial_band_players"],
+})
+
+__getattr__, __dir__ = attach(__name__, _LAZY)
 
 __all__ = [
     "HighPass", "LowPass", "Players",

@@ -1,7 +1,16 @@
-"""Training hooks: JaFR drop-in loss (Chan2022) and CSA augmentation (Chen2022 §5)."""
+"""Training hooks: JaFR drop-in loss (Chan2022) and CSA augmentation (Chen2022 §5).
 
-from .csa import CSABank, CSAugment, assemble_bank, attribute_images, nfc_images, select_per_class
-from .jafr import JaFRLoss, JaFROutput
+Names are imported on first use (PEP 562).
+"""
+
+from .._lazy import attach, names_from
+
+_LAZY = names_from({
+    ".csa": ["CSABank", "CSAugment", "assemble_bank", "attribute_images", "nfc_images", "select_per_class"],
+    ".jafr": ["JaFRLoss", "JaFROutput"],
+})
+
+__getattr__, __dir__ = attach(__name__, _LAZY)
 
 __all__ = ["CSABank", "CSAugment", "JaFRLoss", "JaFROutput", "assemble_bank", "attribute_images", "nfc_images",
            "select_per_class"]
