@@ -25,6 +25,7 @@ __all__ = ["IMAGE_EXTENSIONS", "ROBUSTBENCH_PREPROCESSINGS", "ImageFolderData", 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff", ".gif")
 
+#: The ten CIFAR-10 class names, in label order.
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 #: CIFAR-100 fine labels in label order (the alphabetical order of ``meta['fine_label_names']``).

@@ -32,6 +32,7 @@ VERSIONS: dict[str, tuple[str, ...]] = {
     "rand": ("apgd-ce", "apgd-dlr"),
 }
 
+#: The AutoAttack implementations freqplug can run: the official package, pyautoattack and torchattacks.
 BACKENDS = ("autoattack", "pyautoattack", "torchattacks")
 NORMS = ("Linf", "L2", "L1")
 

@@ -2,19 +2,22 @@
 
 A stage composes existing freqplug functions (nothing is re-implemented):
 
-==========================  ==============================================================  =========
-stage                       what it calls                                                   paper
-==========================  ==============================================================  =========
-``clean_accuracy``          :func:`freqplug._model.predict`                                  -
-``autoattack``              :class:`freqplug.eval.AutoAttackRunner`                          -
-``perturbation_spectrum``   :func:`freqplug.eval.perturbation_spectrum` on AutoAttack's x_adv Wang2020a, Luo2024
-``masked_noise``            :func:`freqplug.masked_noise_table` (PGD, PFC/NFC via Shapley)   Chen2022
-``band_shapley``            :meth:`freqplug.SpectralBandShapley.importance` (SID, SRS)       Luo2024
-``frequency_shapley``       :class:`freqplug.FrequencyShapley` + radial/PFC/NFC helpers      Chen2022
-``frequency_bias``          :func:`freqplug.spectral.frequency_bias` of input Jacobians      Chan2022
-``hf_attack``               :class:`freqplug.HFAttack`                                       Wang2020b
-``occluded_frequency``      :meth:`freqplug.OccludedFrequency.class_average_scores`          Wang2020a
-==========================  ==============================================================  =========
+=========================  =======================================================================  ==================
+stage                      what it calls                                                            paper
+=========================  =======================================================================  ==================
+``clean_accuracy``         :func:`freqplug._model.predict`                                          -
+``autoattack``             :class:`freqplug.eval.AutoAttackRunner`                                  -
+``perturbation_spectrum``  :func:`freqplug.eval.perturbation_spectrum` on AutoAttack's x_adv        Wang2020a, Luo2024
+``masked_noise``           :func:`freqplug.masked_noise_table` (PGD, PFC/NFC via Shapley)           Chen2022
+``band_shapley``           :meth:`freqplug.SpectralBandShapley.importance` (SID, SRS)               Luo2024
+``frequency_shapley``      :class:`freqplug.FrequencyShapley` + radial/PFC/NFC helpers              Chen2022
+``frequency_bias``         :func:`freqplug.spectral.frequency_bias` of input Jacobians              Chan2022
+``hf_attack``              :class:`freqplug.HFAttack`                                               Wang2020b
+``occluded_frequency``     :meth:`freqplug.OccludedFrequency.class_average_scores`                  Wang2020a
+``robustness_curve``       :func:`freqplug.eval.robustness_curve` (FGSM/PGD/HF, D1/D2 defenses)     Wang2020b
+``classwise``              :func:`freqplug.eval.classwise_hfc_shapley` (per-class abs(phi) of HFC)  Chen2022
+``corruptions``            :func:`freqplug.eval.corruption_robustness` (imagecorruptions)           Chan2022, Luo2024
+=========================  =======================================================================  ==================
 
 Everything the report knows about a stage is in its record: name, title, description, settings
 per preset, the run function, the table rows, the plot, whether it is sharded under

@@ -27,6 +27,7 @@ def radial_mask(height: int, width: int, radius: float, *, metric: str = "l2", n
 
 #: Chen2022 §4.4, eq. 12: the "low" band is r < 0.4 r_max, the "high" band r > 0.6 r_max.
 LOW_BAND_THRESHOLD = 0.4
+#: Chen2022 eq. 12: the "high" band is r > 0.6 r_max (between the two thresholds is neither).
 HIGH_BAND_THRESHOLD = 0.6
 
 #: Bands :func:`band_mask` knows.
