@@ -78,7 +78,7 @@ RUNNER = textwrap.dedent("""
             except BaseException as error:
                 frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == "README.md"]
                 where = frames[-1].lineno if frames else getattr(error, "lineno", line)
-                print(json.dumps({"section": section, "line": where,
+                print("README-FAILURE " + json.dumps({"section": section, "line": where,
                                   "error": f"{type(error).__name__}: {error}"[:500]}), flush=True)
                 break
         print(f"{section}: {time.process_time() - started:.1f} s CPU", file=sys.stderr)
@@ -106,7 +106,10 @@ def test_every_readme_python_block_runs():
            "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps(list(sections.items())),
                          capture_output=True, text=True, timeout=1200, env=env)
-    failures = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    # A block may print anything; failures are the lines the runner marks.
+    failures = [json.loads(line[len("README-FAILURE "):]) for line in out.stdout.splitlines()
+                if line.startswith("README-FAILURE ")]
     report = "\n".join(f"README.md:{f['line']} (section {f['section']!r}): {f['error']}" for f in failures)
+    print(out.stderr[-3000:])  # per-section CPU seconds, shown with -s or on failure
     assert out.returncode == 0, out.stderr[-3000:]
     assert not failures, "README blocks that do not run:\n" + report
