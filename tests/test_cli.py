@@ -206,3 +206,19 @@ def test_end_to_end_named_folders_give_the_true_accuracy_and_record_the_mapping(
     assert metrics["metadata"]["data"]["class_to_index"] == {
         name: i for i, name in enumerate(CIFAR10_CLASSES) if i in y.tolist()}
     assert metrics["metadata"]["models"]["embedded"]["kind"] == "embedded"
+
+
+def test_off_a_terminal_profile_logs_one_line_per_stage_and_no_progress_bars(tmp_path, capsys):
+    import logging
+
+    handlers = list(logging.getLogger("freqplug").handlers)
+    code, err = _run(["profile", "--only", "clean_accuracy", "--only", "frequency_bias", "--n-examples", "4",
+                      "--preset", "fast", "--out", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith("freqplug profile: model")]
+    assert [line.split("stage ")[1].split(":")[0] for line in lines] == ["clean_accuracy", "frequency_bias"], err
+    assert logging.getLogger("freqplug").handlers == handlers  # the command's handler is gone afterwards
+    code, err = _run(["profile", "--only", "clean_accuracy", "--n-examples", "4", "--preset", "fast", "--force",
+                      "--quiet", "--out", str(tmp_path / "out")], capsys)
+    assert code == 0 and "stage clean_accuracy" not in err, err

@@ -11,7 +11,9 @@ get the same models, images and labels as the command line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import math
 import sys
 import warnings
@@ -244,7 +246,8 @@ def _profile(args: argparse.Namespace) -> int:
         from ..report import profile
 
         try:
-            result = profile(**kwargs)
+            with _stage_log_lines(enabled=not args.quiet and not sys.stderr.isatty()):
+                result = profile(**kwargs)
         except KeyboardInterrupt:
             print(f"freqplug profile: interrupted; finished stages are cached in {out / 'cache'}, rerun to resume",
                   file=sys.stderr)
@@ -257,6 +260,26 @@ def _profile(args: argparse.Namespace) -> int:
     finally:
         if started:
             torch.distributed.destroy_process_group()
+
+
+@contextlib.contextmanager
+def _stage_log_lines(enabled: bool):
+    """Off a terminal (a log file, a cluster job) the report draws no progress bars and logs one line per
+    stage on the ``freqplug`` logger: show those lines on stderr for the duration of the command."""
+    if not enabled:
+        yield
+        return
+    logger = logging.getLogger("freqplug")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _add_profile(commands) -> None:
