@@ -464,7 +464,8 @@ def _run_frequency_shapley(ctx: StageContext):
 
 
 def _rows_frequency_shapley(m) -> Rows:
-    return [("images", m["n_images"]), ("players (patch grid)", m["players"]), ("permutations", m["n_samples"]),
+    return [("images", m["n_images"]), ("players (patch grid)", m["players"]),
+            ("n_samples (budget in antithetic permutations)", m["n_samples"]),
             ("positive bins", m["positive_fraction"]), ("negative bins", m["negative_fraction"]),
             ("max |efficiency gap|", m["max_abs_efficiency_gap"])] + [
         (label, m[key]) for label, key in (("estimator", "estimator"),
