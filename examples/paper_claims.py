@@ -220,18 +220,22 @@ def _ms(values, digits=3):
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def _per_seed(per_seed, path):
+    """The value at ``path`` (a list of keys) of every seed's measures."""
+    out = []
+    for measures in per_seed:
+        for key in path:
+            measures = measures[key]
+        out.append(measures)
+    return out
+
+
 def claims(per_seed, args):
     """Rows (claim, paper, measured here, holds) from the per-seed measures."""
     n = len(per_seed)
 
     def get(path):
-        out = []
-        for m in per_seed:
-            value = m
-            for key in path:
-                value = value[key]
-            out.append(value)
-        return out
+        return _per_seed(per_seed, path)
 
     def compare(label_a, a, label_b, b, direction=">"):
         """'a vs b' with mean ± std; the seeds where a > b (a < b); whether the means go that way."""
@@ -336,13 +340,7 @@ def write_table(rows, per_seed, args, wall, path, argv):
     n = len(per_seed)
 
     def mean(path_):
-        values = []
-        for m in per_seed:
-            value = m
-            for key in path_:
-                value = value[key]
-            values.append(value)
-        return _ms(values)
+        return _ms(_per_seed(per_seed, path_))
 
     command = "OMP_NUM_THREADS=1 nice -n 10 python examples/paper_claims.py " + " ".join(argv)
     lines = [

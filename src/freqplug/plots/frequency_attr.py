@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .._optional import require
-from .._validation import check_choice, check_number
+from .._validation import check_choice, check_finite, check_floating, check_number
 from ..spectral import apply_dct_mask, apply_spectral_mask, dct_band_groups, fftshift2, mirror_indices, radial_profile
 
 __all__ = ["visualize_frequency_attr", "METHODS", "LAYOUTS", "SIGNS"]
@@ -187,8 +187,7 @@ def _check_image(image: Any, h: int, w: int) -> torch.Tensor:
         image = torch.from_numpy(image)
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"`image` must be a tensor or numpy array (C, H, W), got {type(image).__name__}")
-    if not image.dtype.is_floating_point:
-        raise TypeError(f"`image` must be a floating tensor in [0, 1], got dtype {image.dtype}")
+    check_floating(image, "image")
     shape = tuple(image.shape)
     if image.dim() == 4 and shape[0] == 1:
         image = image[0]
@@ -197,9 +196,7 @@ def _check_image(image: Any, h: int, w: int) -> torch.Tensor:
     if tuple(image.shape[-2:]) != (h, w):
         raise ValueError(f"`image` is {image.shape[-2]}x{image.shape[-1]} but `attr` is a {h}x{w} map; pass the "
                          "image the map explains")
-    picture = image.detach().to(device="cpu", dtype=torch.float64)
-    if not bool(torch.isfinite(picture).all()):
-        raise ValueError("`image` must be finite (no NaN or inf)")
+    picture = check_finite(image.detach().to(device="cpu", dtype=torch.float64), "image")
     lo, hi = float(picture.min()), float(picture.max())
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise ValueError(f"`image` must be in [0, 1] (unnormalized), got values in [{lo:.4g}, {hi:.4g}]")

@@ -68,17 +68,23 @@ def frequency_heatmap(figure, ax, values: torch.Tensor, *, title: str, colorbar_
     return image
 
 
+def _grouped_bars(ax, names, categories, values_of, **tick_options):
+    """One group of bars per category, one bar per model (``values_of(name)``: its value per category), each
+    labelled with its value (a bar of height 0 is otherwise invisible); rates in [0, 1]."""
+    width = 0.8 / len(names)
+    for i, n in enumerate(names):
+        bars = ax.bar([j + i * width for j in range(len(categories))], values_of(n), width=width, label=n)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(categories))], categories, **tick_options)
+    ax.set_ylim(0, 1.1)
+
+
 def plot_autoattack(view: PlotView):
     names, metrics = view.names, view.metrics
     figure, axes = new_figure()
     ax = axes[0, 0]
-    width = 0.8 / len(names)
-    for i, n in enumerate(names):
-        bars = ax.bar([j + i * width for j in range(2)], [metrics[n]["clean_accuracy"], metrics[n]["robust_accuracy"]],
-                      width=width, label=n)
-        ax.bar_label(bars, fmt="%.2f", fontsize=7)  # a bar of height 0 is otherwise invisible
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(2)], ["clean", "robust"])
-    ax.set_ylim(0, 1.1)
+    _grouped_bars(ax, names, ["clean", "robust"],
+                  lambda n: [metrics[n]["clean_accuracy"], metrics[n]["robust_accuracy"]])
     ax.set_title("clean and robust accuracy", fontsize=8)
     ax.set_xlabel("evaluation")
     ax.set_ylabel("accuracy")
@@ -112,14 +118,8 @@ def plot_masked_noise(view: PlotView):
     figure, axes = new_figure(width=5.0)
     ax = axes[0, 0]
     keys = list(metrics[names[0]]["error_rate"])
-    width = 0.8 / len(names)
-    for i, n in enumerate(names):
-        bars = ax.bar([j + i * width for j in range(len(keys))], [metrics[n]["error_rate"][k] for k in keys],
-                      width=width, label=n)
-        ax.bar_label(bars, fmt="%.2f", fontsize=7)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))], [k.replace("x+delta", "x+δ") for k in keys],
-                  fontsize=7, rotation=20)
-    ax.set_ylim(0, 1.1)
+    _grouped_bars(ax, names, [k.replace("x+delta", "x+δ") for k in keys],
+                  lambda n: [metrics[n]["error_rate"][k] for k in keys], fontsize=7, rotation=20)
     ax.set_title("error under frequency-restricted PGD noise", fontsize=8)
     ax.set_xlabel("input (noise restricted to a frequency set)")
     ax.set_ylabel("error rate")
