@@ -19,6 +19,7 @@ file should get instead of carriage-return redraws.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -126,6 +127,7 @@ def _settings(preset: str, overrides: Mapping, norm: str, eps: float) -> Dict[st
                                  f"{', '.join(allowed) if allowed else 'no settings'}")
         settings[key].update(copy.deepcopy(dict(value)))
     settings["batch_size"] = check_positive_int(settings["batch_size"], "overrides['batch_size']")
+    settings["shard_size"] = check_positive_int(settings["shard_size"], "overrides['shard_size']")
     settings["norm"], settings["eps"] = norm, eps
     return settings
 
@@ -176,7 +178,8 @@ def progress_enabled(quiet: bool, progress: Optional[bool]) -> bool:
 
 def _stage_key_settings(stage: _stages.Stage, settings: Mapping[str, Any]) -> Dict[str, Any]:
     """Settings a stage's result depends on: common ones, its own and those of its dependencies."""
-    keys = {"batch_size": settings["batch_size"], "norm": settings["norm"], "eps": settings["eps"]}
+    keys = {"batch_size": settings["batch_size"], "shard_size": settings["shard_size"], "norm": settings["norm"],
+            "eps": settings["eps"]}
     for name in (stage.name,) + tuple(stage.depends_on):
         keys[name] = settings.get(name, {})
     return keys
@@ -317,9 +320,12 @@ def profile(model: Union[nn.Module, Mapping[str, nn.Module]], x: torch.Tensor, y
                         arrays[name][stage_name] = result["arrays"]
                         from_cache = stage_name in cached[name]
                         computed = result.get("wall_time_s")
+                        per_rank = result.get("evaluations_per_rank")
                         metrics["timing"][name][stage_name] = {
                             "seconds": computed if isinstance(computed, float) else round(seconds, 3),
-                            "cached": from_cache, "this_run_seconds": round(seconds, 3)}
+                            "cached": from_cache, "this_run_seconds": round(seconds, 3),
+                            "evaluations": sum(per_rank) if per_rank is not None else None,
+                            "evaluations_per_rank": per_rank}
                         if stage_name == "autoattack" and "backend" in result["metrics"]:
                             metrics["provenance"]["autoattack_backend"][name] = result["metrics"]["backend"]
                         logger.info("freqplug profile: model %s, stage %s: %.1f s%s", name, stage_name, seconds,
@@ -340,33 +346,65 @@ def profile(model: Union[nn.Module, Mapping[str, nn.Module]], x: torch.Tensor, y
 def _run_stage(stage: _stages.Stage, ctx: _stages.StageContext, model: nn.Module, cache: StageCache,
                cached: List[str], force: bool, key_settings, data_digest: str, model_key: str, seed: int,
                writer: bool, caller_grad: bool) -> Optional[Dict[str, Any]]:
-    """One stage of one model: from the cache, skipped (a dependency was not run) or computed."""
-    missing = [d for d in stage.depends_on if d not in ctx.done]
-    if missing:
-        return {"metrics": {"skipped": f"needs the {', '.join(missing)} stage"}, "arrays": {}}
+    """One stage of one model: from the cache, skipped (a dependency was not run) or computed.
+
+    A sharded stage runs on every rank of the group; the others on the writer only. Any rank failing makes
+    every rank raise :class:`freqplug._distributed.RankFailed` (no rank is left waiting in a collective).
+    The model evaluations (rows of input the model gets) of every rank travel with the result as
+    ``evaluations_per_rank``.
+    """
+    missing = [d for d in stage.depends_on if d not in ctx.done] if writer else []
+    if _dist.broadcast_flag(bool(missing)):
+        return {"metrics": {"skipped": f"needs the {', '.join(missing)} stage"}, "arrays": {}} if writer else None
     key = cache_key(stage=stage.name, settings=key_settings, data_digest=data_digest, model_digest=model_key,
                     seed=seed, schema_version=SCHEMA_VERSION)
-    hit = cache.load(stage.name, key) if writer and not force else None
+    hit = _dist.run_collectively(lambda: cache.load(stage.name, key) if writer and not force else None)
     if _dist.broadcast_flag(hit is not None):
         cached.append(stage.name)
         return hit if writer else None
-    if not (writer or stage.sharded):
-        return None
     ctx.stage = stage.name
     started = time.perf_counter()
-    # Gradients where the stage needs them (attacks, input gradients), the caller's grad mode elsewhere.
-    with preserved_model_state(model, eval_mode=True), torch.set_grad_enabled(stage.needs_grad or caller_grad):
-        result = stage.run(ctx)
-    if isinstance(result, dict):  # the compute time travels with the result, so a cached rerun still reports it
-        result["wall_time_s"] = round(time.perf_counter() - started, 3)
-    if result is None:
-        if writer:
+    runs_here = writer or stage.sharded
+
+    def compute():
+        if not runs_here:
+            return None, 0
+        # Gradients where the stage needs them (attacks, input gradients), the caller's grad mode elsewhere.
+        with preserved_model_state(model, eval_mode=True), torch.set_grad_enabled(stage.needs_grad or caller_grad), \
+                counting_evaluations(model) as count:
+            result = stage.run(ctx)
+        if writer and result is None:
             raise TypeError(f"stage {stage.name!r} returned None on the writing rank")
-        return None
-    check_result(result, stage.name)
+        if result is not None:
+            check_result(result, stage.name)
+        return result, count[0]
+
+    # every rank passes the same collectives, whether or not the stage runs on it
+    result, evaluations = _dist.run_collectively(compute)
+    per_rank = _dist.gather_to_writer(evaluations)
     if writer:
-        cache.save(stage.name, key, result)
-    return result
+        # the compute time and cost travel with the result, so a cached rerun still reports them
+        result["wall_time_s"] = round(time.perf_counter() - started, 3)
+        result["evaluations_per_rank"] = [int(e) for e in per_rank] if stage.sharded else [int(per_rank[0])]
+    _dist.run_collectively(lambda: cache.save(stage.name, key, result) if writer else None)
+    return result if writer else None
+
+
+@contextlib.contextmanager
+def counting_evaluations(model: nn.Module):
+    """Count the model evaluations (input rows of every forward call of ``model``, copies made inside the block
+    included) while the block runs; yields a one-element list holding the count."""
+    count = [0]
+
+    def hook(module, args):
+        if args and isinstance(args[0], torch.Tensor) and args[0].dim() > 0:
+            count[0] += int(args[0].shape[0])
+
+    handle = model.register_forward_pre_hook(hook)
+    try:
+        yield count
+    finally:
+        handle.remove()
 
 
 def _slug(name: str) -> str:

@@ -43,10 +43,13 @@ PRESET_NAMES = ("fast", "default", "gpu")
 
 #: Settings shared by all stages, per preset. ``eps``/``norm`` are the Linf defaults kept for
 #: backward compatibility; :func:`freqplug.profile`'s ``threat_model``/``eps`` keywords set them.
+#: ``shard_size`` is the number of images per *unit* of the stages whose random draws span a batch (attack
+#: random starts): units are split across ranks under torch.distributed and each is seeded on its own
+#: (:func:`freqplug._distributed.map_units`), so the numbers do not depend on the number of processes.
 COMMON_SETTINGS: Dict[str, Dict[str, Any]] = {
-    "fast": {"batch_size": 128, "eps": 8 / 255, "norm": "Linf"},
-    "default": {"batch_size": 256, "eps": 8 / 255, "norm": "Linf"},
-    "gpu": {"batch_size": 512, "eps": 8 / 255, "norm": "Linf"},
+    "fast": {"batch_size": 128, "shard_size": 1, "eps": 8 / 255, "norm": "Linf"},
+    "default": {"batch_size": 256, "shard_size": 16, "eps": 8 / 255, "norm": "Linf"},
+    "gpu": {"batch_size": 512, "shard_size": 128, "eps": 8 / 255, "norm": "Linf"},
 }
 
 #: RobustBench's eps per threat model (CIFAR-10 leaderboards: Linf 8/255, L2 0.5; L1 12 as in
@@ -86,6 +89,11 @@ class StageContext:
     @property
     def batch_size(self) -> int:
         return self.settings["batch_size"]
+
+    @property
+    def unit_size(self) -> int:
+        """Images per unit of :func:`freqplug._distributed.map_units` (the ``shard_size`` setting)."""
+        return self.settings["shard_size"]
 
     @property
     def own(self) -> Dict[str, Any]:
@@ -266,11 +274,11 @@ def input_jacobians(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_si
 
 # ------------------------------------------------------------------------------------------ clean accuracy
 def _run_clean_accuracy(ctx: StageContext):
-    idx = _dist.shard_indices(ctx.n)
-    pred = predict(ctx.model, ctx.x[idx], batch_size=ctx.batch_size, device=ctx.device)
-    pred = _dist.gather_per_example(idx, pred, ctx.n)
-    if pred is None:
+    gathered = _dist.map_examples(ctx.n, ctx.unit_size, lambda idx: {
+        "pred": predict(ctx.model, ctx.x[idx], batch_size=ctx.batch_size, device=ctx.device)})
+    if gathered is None:
         return None
+    pred = gathered["pred"]
     correct = pred == ctx.y
     return {"metrics": {"accuracy": correct.double().mean().item(), "n_correct": int(correct.sum())},
             "arrays": {"predictions": pred}}
@@ -477,11 +485,11 @@ def _rows_frequency_shapley(m) -> Rows:
 def _run_frequency_bias(ctx: StageContext):
     from ..spectral import centered_fft2, frequency_bias
 
-    idx = _dist.shard_indices(ctx.n)
-    jac = input_jacobians(ctx.model, ctx.x[idx], ctx.y[idx], ctx.batch_size, ctx.device)
-    jac = _dist.gather_per_example(idx, jac, ctx.n)
-    if jac is None:
+    gathered = _dist.map_examples(ctx.n, ctx.unit_size, lambda idx: {"jacobian": input_jacobians(
+        ctx.model, ctx.x[idx], ctx.y[idx], ctx.batch_size, ctx.device)})
+    if gathered is None:
         return None
+    jac = gathered["jacobian"]
     spectrum = centered_fft2(jac).abs().mean(dim=(0, 1))  # for display only
     return {"metrics": {"b_low": float(frequency_bias(jac))}, "arrays": {"jacobian_spectrum": spectrum}}
 
@@ -491,20 +499,23 @@ def _run_hf_attack(ctx: StageContext):
     from ..attacks import HFAttack
 
     s = ctx.own
-    idx = _dist.shard_indices(ctx.n)
-    # Success counts only images the model classifies correctly (as robust accuracy does): a wrong
-    # clean prediction is no success of the attack (Wang2020b).
-    clean = predict(ctx.model, ctx.x[idx], batch_size=ctx.batch_size, device=ctx.device)
-    correct = clean == ctx.y[idx]
-    radius = torch.full((len(idx),), float("nan"), dtype=torch.float64)
-    if bool(correct.any()):
-        attack = HFAttack(ctx.model, step=s["step"], batch_size=ctx.batch_size)
-        attack(ctx.x[idx][correct].to(ctx.device), ctx.y[idx][correct].to(ctx.device))
-        radius[correct] = attack.found_radius.detach().cpu().double()
-    radius = _dist.gather_per_example(idx, radius, ctx.n)
-    correct = _dist.gather_per_example(idx, correct, ctx.n)
-    if radius is None:
+
+    def attack(idx):
+        # Success counts only images the model classifies correctly (as robust accuracy does): a wrong
+        # clean prediction is no success of the attack (Wang2020b).
+        clean = predict(ctx.model, ctx.x[idx], batch_size=ctx.batch_size, device=ctx.device)
+        correct = clean == ctx.y[idx]
+        radius = torch.full((len(idx),), float("nan"), dtype=torch.float64)
+        if bool(correct.any()):
+            hf = HFAttack(ctx.model, step=s["step"], batch_size=ctx.batch_size)
+            hf(ctx.x[idx][correct].to(ctx.device), ctx.y[idx][correct].to(ctx.device))
+            radius[correct] = hf.found_radius.detach().cpu().double()
+        return {"radius": radius, "correct": correct}
+
+    gathered = _dist.map_examples(ctx.n, ctx.unit_size, attack)
+    if gathered is None:
         return None
+    radius, correct = gathered["radius"], gathered["correct"]
     success = ~torch.isnan(radius)
     n_correct, n_success = int(correct.sum()), int(success.sum())
     return {"metrics": {"success_rate": n_success / n_correct if n_correct else None, "n_correct": n_correct,
