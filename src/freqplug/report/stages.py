@@ -574,7 +574,8 @@ for _stage in (
            "default": {"version": "custom", "attacks": ["apgd-ce", "apgd-t"], "n_iter": 20, "n_restarts": 1,
                        "n_target_classes": 3},
            "gpu": {"version": "standard"}},
-          _run_autoattack, _rows_autoattack, plots.plot_autoattack, needs_grad=True, options=_AUTOATTACK_OPTIONS,
+          _run_autoattack, _rows_autoattack, plots.plot_autoattack, needs_grad=True, sharded=True,
+          options=_AUTOATTACK_OPTIONS,
           comparison=((_comparison_label_autoattack, lambda m: m["robust_accuracy"]),)),
     Stage("perturbation_spectrum", "Spectra of the adversarial perturbations (RCT, spectral SNR)",
           "Where the perturbations of the autoattack stage put their energy in frequency (RCT, Wang2020a; "
@@ -587,7 +588,7 @@ for _stage in (
           {"fast": {"n_images": 10, "pgd_steps": 5, "players": 4, "n_samples": 2},
            "default": {"n_images": None, "pgd_steps": 10, "players": 8, "n_samples": 4},
            "gpu": {"n_images": None, "pgd_steps": 20, "players": 16, "n_samples": 8}},
-          _run_masked_noise, _rows_masked_noise, plots.plot_masked_noise, needs_grad=True,
+          _run_masked_noise, _rows_masked_noise, plots.plot_masked_noise, needs_grad=True, sharded=True,
           comparison=(("error on x+δ_high", lambda m: m["error_rate"].get("x+delta_high")),)),
     Stage("band_shapley", "Spectral importance distribution and SRS",
           "Spectral importance distribution over frequency bands and the spectral robustness score "
@@ -600,7 +601,7 @@ for _stage in (
           {"fast": {"n_images": 4, "players": 8, "n_samples": 2},
            "default": {"n_images": 8, "players": 8, "n_samples": 4},
            "gpu": {"n_images": 20, "players": 16, "n_samples": 16}},
-          _run_frequency_shapley, _rows_frequency_shapley, plots.plot_frequency_shapley),
+          _run_frequency_shapley, _rows_frequency_shapley, plots.plot_frequency_shapley, sharded=True),
     Stage("frequency_bias", "Frequency bias B_low of the input Jacobians",
           "Low-frequency bias B_low of the input Jacobians of the cross-entropy (Chan2022).",
           {p: {} for p in PRESET_NAMES}, _run_frequency_bias, lambda m: [("B_low", m["b_low"])],
@@ -615,7 +616,7 @@ for _stage in (
           "Logit drop from occluding each DCT frequency ring, averaged per class (Wang2020a); classes without "
           "images have no average and are left blank.",
           {"fast": {"ring_width": 4}, "default": {"ring_width": 1}, "gpu": {"ring_width": 1}},
-          _run_occluded_frequency, _rows_occluded_frequency, plots.plot_occluded_frequency),
+          _run_occluded_frequency, _rows_occluded_frequency, plots.plot_occluded_frequency, sharded=True),
 ):
     register(_stage)
 del _stage
@@ -749,6 +750,7 @@ def _register_curves_stages() -> None:
          "gpu": {"n_images": None, "eps_fractions": [0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0], "pgd_steps": 20,
                  "hf_step": 1.0, "d1_radius": 12.0, "d2_radius": 1.2}},
         _run_robustness_curve, _rows_robustness_curve, plots_curves.plot_robustness_curve_stage, needs_grad=True,
+        sharded=True,
         comparison=(("PGD normalised AUC", lambda m: m.get("auc", {}).get("PGD")),)))
     register(Stage(
         "classwise", "Class-wise frequency analysis",
@@ -760,7 +762,7 @@ def _register_curves_stages() -> None:
         {"fast": {"n_images": 4, "players": 4, "n_samples": 2},
          "default": {"n_images": 40, "players": 8, "n_samples": 4},
          "gpu": {"n_images": None, "players": 16, "n_samples": 8}},
-        _run_classwise, _rows_classwise, plots_curves.plot_classwise_stage,
+        _run_classwise, _rows_classwise, plots_curves.plot_classwise_stage, sharded=True,
         comparison=(("Pearson (|phi_HFC|, per-class robust accuracy)", lambda m: m.get("pearson")),)))
 
 
@@ -819,7 +821,7 @@ register(Stage(
               "n_images": 8},
      "default": {"corruptions": list(_ALL_CORRUPTIONS), "severities": [1, 2, 3, 4, 5], "n_images": 100},
      "gpu": {"corruptions": list(_ALL_CORRUPTIONS), "severities": [1, 2, 3, 4, 5], "n_images": None}},
-    _run_corruptions, _rows_corruptions, _plot_corruptions,
+    _run_corruptions, _rows_corruptions, _plot_corruptions, sharded=True,
     comparison=(("mean accuracy over the corruptions",
                  lambda m: sum(m["mean_accuracy"].values()) / len(m["mean_accuracy"])),)))
 
