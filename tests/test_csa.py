@@ -17,7 +17,8 @@ from freqplug.spectral import make_players, radial_band_players
 from freqplug.training import CSABank, CSAugment
 from freqplug.training.csa import attribute_images, evaluations_per_run, image_seed, select_per_class
 
-#: Measured 0.876 on the slow test below; the floor leaves a margin for other platforms' arithmetic.
+#: Measured 0.868 on the slow test below (2 images; 0.876 on 4); the floor leaves a margin for other platforms'
+#: arithmetic.
 AGREEMENT_FLOOR = 0.8
 
 
@@ -398,10 +399,10 @@ def test_bad_inputs_raise_clear_errors(data, exact):
 @pytest.mark.slow
 def test_two_seeds_agree_on_the_nfc_masks_with_the_default_budget(reference_model, cifar_samples):
     """Sign stability of the default budget (adaptive rounds of 10 antithetic permutations, at most 8,
-    tolerance 25 %), on the embedded ResNet-18 and 3 real CIFAR-10 images with a coarse partition
+    tolerance 25 %), on the embedded ResNet-18 and 2 real CIFAR-10 images with a coarse partition
     (players=4: 10 players on 32x32) so the test stays cheap."""
     x, y = cifar_samples
-    x, y = x[:4], y[:4]
+    x, y = x[:2], y[:2]
     players = make_players(4, 32, 32, require_fixed_dc=True)
     masks = []
     for seed in (0, 1):
