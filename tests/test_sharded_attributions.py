@@ -97,7 +97,8 @@ def test_occluded_frequency_unit_scores_give_the_class_averages_of_the_whole_dat
 
 def test_corruptions_in_units_equal_one_call():
     pytest.importorskip("imagecorruptions")
-    from freqplug.eval.corruptions import _corruption_robustness, corruption_robustness
+    from freqplug.eval.corruptions import _corruption_robustness, corrupt_images, corruption_robustness
+    from freqplug.spectral import energy_spectral_density, frequency_bias
 
     x, y = images(5)
     model = tiny_cnn()
@@ -110,6 +111,20 @@ def test_corruptions_in_units_equal_one_call():
     for key in ("frequency_bias", "radial_profile"):
         for c in whole[key]:
             assert units[key][c] == pytest.approx(whole[key][c], rel=1e-12), (key, c)
+    # independent oracle: the corrupted images of corrupt_images (one call, dataset indices 0..4), B_low and the
+    # radial energy of their noise by freqplug.spectral on all images at once, accuracy by a direct forward
+    clean = (x.clamp(0, 1) * 255).round() / 255
+    for c in ("gaussian_noise", "defocus_blur"):
+        for s in (2, 4):
+            corrupted = corrupt_images(x, c, s, seed=5)
+            noise = (corrupted - clean.float()).float()
+            assert units["frequency_bias_per_severity"][c][str(s)] == pytest.approx(float(frequency_bias(noise)),
+                                                                                   abs=1e-5)
+            accuracy = (model(corrupted.double()).argmax(1) == y).double().mean().item()
+            assert units["accuracy"][c][str(s)] == accuracy
+        profile = torch.stack([energy_spectral_density(
+            (corrupt_images(x, c, s, seed=5) - clean.float()).float()).double().mean(dim=(0, 1)) for s in (2, 4)])
+        assert units["radial_profile"][c] == pytest.approx(profile.mean(0).tolist(), rel=1e-5)
 
 
 @pytest.mark.slow
