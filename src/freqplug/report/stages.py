@@ -444,9 +444,12 @@ def _rows_band_shapley(m) -> Rows:
 def _sharded_frequency_shapley(ctx: StageContext, k: int, **options):
     """Chen2022's frequency Shapley values of the first ``k`` images, split across ranks by units.
 
-    Each unit is one ``FrequencyShapley.attribute`` call on its images (``first_index`` = the unit's first
-    dataset index); an image's values do not depend on the other images of the call, so the writer's
-    concatenation is the result of one call on all ``k`` images (bitwise equal for any number of ranks).
+    Each unit is one ``FrequencyShapley.attribute`` call on one image (``first_index`` = its dataset index); an
+    image's values do not depend on the other images of the call, so the writer's concatenation is the result
+    of one call on all ``k`` images (bitwise equal for any number of ranks). One image per unit, whatever
+    ``shard_size``: a game costs ``n_samples * (P - 1)`` evaluations in forward calls of about 64 masked
+    images however many images share the call, so finer units cost nothing and balance the ranks (the
+    ``gpu`` preset's 20 images in units of 128 would all run on rank 0).
 
     Returns:
         The combined :class:`~freqplug.attributions.FrequencyShapleyResult` (tensors on CPU) on the writer;
@@ -465,10 +468,16 @@ def _sharded_frequency_shapley(ctx: StageContext, k: int, **options):
         for key in ("attributions", "values", "stderr", "value_full", "value_empty", "efficiency_gap",
                     "sign_determined", "relative_stderr"):
             setattr(result, key, getattr(result, key).detach().cpu())  # picklable, device-free for the gather
+        result.players = None  # the same partition in every unit: not sent k times (put back on the writer)
         return result
 
-    parts = _dist.map_units(k, ctx.unit_size, unit)
-    return None if parts is None else _concatenate_results(parts)
+    parts = _dist.map_units(k, 1, unit)
+    if parts is None:
+        return None
+    players = fs.players(*ctx.x.shape[-2:], options.get("players"))
+    for part in parts:
+        part.players = players
+    return _concatenate_results(parts)
 
 
 def _run_frequency_shapley(ctx: StageContext):
