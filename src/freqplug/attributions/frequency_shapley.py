@@ -127,6 +127,63 @@ class FrequencyShapleyResult:
         return self._mask(-1, determined_only, "negative_mask")
 
 
+#: Per-image fields of :class:`FrequencyShapleyResult` (first dim N), concatenated by :func:`_concatenate_results`.
+_PER_IMAGE_FIELDS = ("attributions", "values", "stderr", "value_full", "value_empty", "efficiency_gap",
+                     "sign_determined", "relative_stderr")
+#: Fields that describe the call and must agree between the parts.
+_SHARED_FIELDS = ("num_samples", "estimator", "seed", "n_samples")
+
+
+def _concatenate_results(results, name: str = "results") -> FrequencyShapleyResult:
+    """One result for the images of several :meth:`FrequencyShapley.attribute` calls, in the order given.
+
+    Used to combine the per-unit results of a data set split across ranks
+    (:func:`freqplug._distributed.map_units`): parts computed with the same players, estimator, seed and budget
+    (and ``first_index`` set to each part's dataset index for the ``"gaussian"`` baseline) give the result of one
+    call on all images, field by field; ``n_evaluations`` and ``n_forward_calls`` are the sums (the calls
+    actually made). Per-image fields are concatenated on the first part's device.
+
+    Args:
+        results: a non-empty sequence of :class:`FrequencyShapleyResult`.
+        name: the argument name used in error messages.
+
+    Returns:
+        :class:`FrequencyShapleyResult` with N = the sum of the parts' images.
+
+    Raises:
+        ValueError: no parts, or parts whose players, estimator, seed or budget differ (their values are not
+            estimates of one computation: e.g. ``target_stderr`` grew the budget of one part only).
+    """
+    parts = list(results)
+    if not parts:
+        raise ValueError(f"`{name}` must hold at least one FrequencyShapleyResult, got none")
+    for i, part in enumerate(parts):
+        if not isinstance(part, FrequencyShapleyResult):
+            raise TypeError(f"`{name}[{i}]` must be a FrequencyShapleyResult, got {type(part).__name__}")
+    first = parts[0]
+    for i, part in enumerate(parts[1:], start=1):
+        if part.players != first.players:
+            raise ValueError(f"`{name}[{i}]` was computed with players {part.players!r}, `{name}[0]` with "
+                             f"{first.players!r}: results over different partitions cannot be concatenated")
+        for key in _SHARED_FIELDS:
+            if getattr(part, key) != getattr(first, key):
+                raise ValueError(f"`{name}[{i}]` has {key}={getattr(part, key)!r}, `{name}[0]` has "
+                                 f"{getattr(first, key)!r}: only results of the same estimator, seed and budget "
+                                 "form one result")
+    device = first.values.device
+    merged = {}
+    for key in _PER_IMAGE_FIELDS:
+        pieces = [getattr(part, key) for part in parts]
+        if any(piece is None for piece in pieces):
+            merged[key] = None
+        else:
+            merged[key] = torch.cat([piece.to(device) for piece in pieces])
+    return FrequencyShapleyResult(
+        **merged, n_evaluations=sum(int(part.n_evaluations) for part in parts),
+        n_forward_calls=sum(int(part.n_forward_calls) for part in parts), players=first.players,
+        **{key: getattr(first, key) for key in _SHARED_FIELDS})
+
+
 class FrequencyShapley(FrequencyAttribution):
     r"""Shapley values of the frequency components of images, with Captum's conventions (Chen2022 §3).
 
@@ -180,6 +237,7 @@ class FrequencyShapley(FrequencyAttribution):
         max_evaluations: Optional[float] = None,
         return_result: bool = False,
         target_stderr: Optional[float] = None,
+        first_index: int = 0,
     ):
         r"""Frequency Shapley values of every image (Chen2022 eq. 5-9).
 
@@ -231,6 +289,13 @@ class FrequencyShapley(FrequencyAttribution):
                 it is reached or the next round would pass ``max_evaluations`` (then the call returns what
                 it has, logged as a warning). Estimators ``tree``, ``antithetic``, ``permutation`` (and
                 ``auto``). Real ResNet games are noisy: 5 % needs about 10^5 evaluations per image.
+            first_index: dataset index of ``inputs[0]`` (default 0): the ``"gaussian"`` baseline of image i is
+                drawn from the generator of (seed, ``first_index + i``), so a data set attributed in chunks
+                (e.g. split across ranks) gets the baselines of one call on all of it. Every other part of an
+                image's result (the coalitions, the tree fits) depends only on the seed, the estimator, the
+                players and the budget, never on the other images of the call -- except ``"replacement"``
+                (partners come from the same call) and ``target_stderr`` (the design grows until every image
+                of the call reaches it).
 
         Returns:
             (N, H, W) tensor in ``torch.fft.fft2`` layout and the inputs' dtype, each bin holding its
@@ -282,6 +347,9 @@ class FrequencyShapley(FrequencyAttribution):
             raise ValueError(f"`target_stderr` needs estimator 'tree', 'antithetic', 'permutation' or 'auto' (their "
                              f"designs can grow), got estimator={estimator!r}")
         seed = self._resolve_seed(seed)
+        if isinstance(first_index, bool) or not isinstance(first_index, int) or first_index < 0:
+            raise ValueError(f"`first_index` must be a non-negative int (the dataset index of inputs[0]), "
+                             f"got {first_index!r}")
         target = self._prepare_target(target, n)
         additional_forward_args = self._prepare_forward_args(additional_forward_args, n)
 
@@ -299,7 +367,8 @@ class FrequencyShapley(FrequencyAttribution):
             with torch.no_grad():
                 images = inputs.detach()
                 spectrum = rfft2(images)
-                fill_images = self.baseline_images(images, baselines, seed=seed, noise_std=noise_std)
+                fill_images = self.baseline_images(images, baselines, seed=seed, noise_std=noise_std,
+                                                   dataset_index=torch.arange(first_index, first_index + n))
                 fill = None if fill_images is None else rfft2(fill_images)
 
                 def render(coalition_ids: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:

@@ -295,6 +295,35 @@ class OccludedFrequency(FrequencyAttribution):
         return dct2(fill_images)
 
 
+def _class_means(scores: Tensor, labels: Tensor, num_classes: int) -> Tuple[Tensor, Tensor]:
+    """Per-class means of per-image scores: what :meth:`OccludedFrequency.class_average_scores` returns, from
+    scores computed elsewhere (e.g. per unit of a data set split across ranks, each unit with ``first_index`` =
+    its first dataset index).
+
+    Args:
+        scores: (N, G) per-image scores of the true class (image order of ``labels``).
+        labels: (N,) labels in [0, num_classes).
+        num_classes: rows of the result.
+
+    Returns:
+        ``(means, counts)``: means (num_classes, G) float64, NaN for classes without images; counts
+        (num_classes,) long.
+    """
+    scores = scores.detach().to("cpu", torch.float64)
+    labels = labels.detach().cpu().long()
+    if scores.dim() != 2 or scores.shape[0] != labels.numel():
+        raise ValueError(f"`scores` must have shape (N, G) with N = {labels.numel()} labels, got "
+                         f"{tuple(scores.shape)}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"`labels` must be in [0, {num_classes}), got values in [{int(labels.min())}, "
+                         f"{int(labels.max())}]")
+    sums = torch.zeros(num_classes, scores.shape[1], dtype=torch.float64).index_add_(0, labels, scores)
+    counts = torch.bincount(labels, minlength=num_classes)
+    means = sums / counts[:, None].clamp(min=1)
+    means[counts == 0] = float("nan")
+    return means, counts
+
+
 def plot_group_scores(scores: Union[Tensor, Iterable[float]], *, ax=None, title: str = "Occluded Frequency",
                       xlabel: str = "frequency group (low → high)", path: Optional[str] = None):
     """Bar chart of per-group scores (Wang2020a Fig. 4), drawn with the Agg canvas (no display needed).

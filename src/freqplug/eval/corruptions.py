@@ -21,13 +21,14 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import torch
 
+from .. import _distributed as _dist
 from .._io import digest
 from .._model import check_logits, model_device_dtype, num_classes_of, preserved_model_state
 from .._optional import require
 from .._validation import (check_budget, check_callable, check_choice, check_images, check_labels,
                            check_positive_int, check_seed)
 from ..data.corruptions import CORRUPTIONS, load_corrupted_cifar
-from ..spectral import energy_spectral_density, frequency_bias
+from ..spectral import energy_spectral_density, rfft2
 
 __all__ = ["CORRUPTIONS", "CorruptionRobustness", "corrupt_images", "corruption_robustness"]
 
@@ -453,6 +454,23 @@ def corruption_robustness(
     Returns:
         :class:`CorruptionRobustness`.
     """
+    return _corruption_robustness(model, x, y, corruptions, severities, batch_size=batch_size, seed=seed,
+                                  baseline=baseline, data_dir=data_dir, dataset=dataset, device=device,
+                                  max_evaluations=max_evaluations, show_progress=show_progress, unit_size=None)
+
+
+def _corruption_robustness(model, x, y, corruptions, severities, *, batch_size, seed, baseline, data_dir, dataset,
+                           device, max_evaluations, show_progress, unit_size: Optional[int]
+                           ) -> Optional[CorruptionRobustness]:
+    """:func:`corruption_robustness`, its images optionally cut into units of ``unit_size`` split across ranks
+    (:func:`freqplug._distributed.map_units`; None: one unit, no collective).
+
+    Every unit measures per-example sums (correct predictions per corruption and severity, the noise's DFT
+    magnitudes and energy spectral densities summed over its images and channels, float64); the corruption of
+    an image is seeded by its dataset index, so a unit's sums do not depend on which other images share it. The
+    writer adds the units' sums in unit order and assembles one :class:`CorruptionRobustness`, the same for any
+    number of ranks. Returns None on the ranks that are not the writer.
+    """
     check_callable(model, "model")
     check_images(x, "x", min_size=32)
     if x.shape[1] not in (1, 3):
@@ -497,12 +515,69 @@ def corruption_robustness(
     if isinstance(baseline, CorruptionRobustness):
         _check_baseline_result(baseline, names, levels, source, seed, inputs_digest)
 
-    results = []
+
+    pairs = [(c, s) for c in names for s in levels]
+    unit_kwargs = dict(models=models, y=y_cpu, names=names, levels=levels, batch_size=batch_size, device=device,
+                       seed=seed, data_dir=data_dir, dataset=dataset, show_progress=show_progress)
+    if unit_size is None:
+        parts = [_measure_unit(x_cpu, first_index=0, **unit_kwargs)]
+    else:
+        parts = _dist.map_units(n, unit_size, lambda u, indices: _measure_unit(
+            x_cpu[indices[0]:indices[-1] + 1], first_index=indices[0], **unit_kwargs))
+        if parts is None:
+            return None
+    channels = x_cpu.shape[1]
+    correct = [{key: sum(part["correct"][i][key] for part in parts) for key in ["clean"] + pairs}
+               for i in range(len(models))]
+    b_low: Dict[Key, float] = {}
+    profile: Dict[Key, torch.Tensor] = {}
+    for key in pairs:  # means over images and channels of the unit sums, added in unit order
+        magnitude = _dist.sum_ordered([part["magnitude"][key] for part in parts]) / (n * channels)
+        b_low[key] = _frequency_bias_of_magnitude(magnitude)
+        profile[key] = _dist.sum_ordered([part["esd"][key] for part in parts]) / (n * channels)
+    result = CorruptionRobustness(
+        corruptions=names, severities=levels, accuracy={k: correct[0][k] / n for k in pairs},
+        clean_accuracy=correct[0]["clean"] / n,
+        frequency_bias={c: float(np.mean([b_low[(c, s)] for s in levels])) for c in names},
+        frequency_bias_per_severity=b_low,
+        radial_profile={c: torch.stack([profile[(c, s)] for s in levels]).mean(0) for c in names},
+        radial_profile_per_severity=profile, source=source, seed=seed, n_examples=n, inputs_digest=inputs_digest,
+        evaluations=evaluations)
+    if baseline_model is not None:
+        result.baseline_accuracy = {k: correct[1][k] / n for k in pairs}
+        result.baseline_clean_accuracy = correct[1]["clean"] / n
+    elif baseline is not None:
+        result.baseline_accuracy = {k: baseline.accuracy[k] for k in pairs}
+        result.baseline_clean_accuracy = baseline.clean_accuracy
+    return result
+
+
+def _frequency_bias_of_magnitude(magnitude: torch.Tensor) -> float:
+    """Chan2022 eq. 10 (:func:`freqplug.spectral.frequency_bias`) from the mean one-sided DFT magnitude
+    (H, W//2+1) instead of the images: the same steps after its ``rfft2(.).abs().mean(0)``."""
+    from ..spectral.metrics import FREQUENCY_BIAS_EPSILON
+
+    h, half = magnitude.shape
+    log_map = torch.log(magnitude[: h // 2 + 1] + FREQUENCY_BIAS_EPSILON)
+    alpha_rows = torch.linspace(1, -1, h // 2 + 1, dtype=log_map.dtype) + FREQUENCY_BIAS_EPSILON
+    alpha_cols = torch.linspace(1, -1, half, dtype=log_map.dtype) + FREQUENCY_BIAS_EPSILON
+    column_products = (alpha_rows[:, None] * log_map).sum(0)
+    row_products = (alpha_cols[None, :] * log_map).sum(1)
+    return float(torch.logsumexp(torch.cat([column_products, row_products]), dim=0))
+
+
+def _measure_unit(x_cpu: torch.Tensor, *, first_index: int, models, y, names, levels, batch_size, device, seed,
+                  data_dir, dataset, show_progress) -> Dict[str, Any]:
+    """The sums of one unit of images (dataset indices ``first_index ...``): correct predictions per model and key
+    (``"clean"`` and every (corruption, severity)), and per (corruption, severity) the noise's one-sided DFT
+    magnitude (H, W//2+1) and energy spectral density (R,) summed over images and channels, float64."""
+    n = x_cpu.shape[0]
+    y_unit = y[first_index:first_index + n]
     with contextlib.ExitStack() as stack:
         for m in models:
             stack.enter_context(preserved_model_state(m, eval_mode=True))
         stack.enter_context(torch.no_grad())
-        evaluators = [_Evaluator(m, y_cpu, batch_size, device, "model" if i == 0 else "baseline")
+        evaluators = [_Evaluator(m, y_unit, batch_size, device, "model" if i == 0 else "baseline")
                       for i, m in enumerate(models)]
         for ev in evaluators:
             ev.check_first(x_cpu[:1])
@@ -511,8 +586,8 @@ def corruption_robustness(
             0, 3, 1, 2).float().div(255)
         for ev in evaluators:
             ev.add("clean", x_cpu, 0)
-        b_low: Dict[Key, float] = {}
-        profile: Dict[Key, torch.Tensor] = {}
+        magnitude: Dict[Key, torch.Tensor] = {}
+        esd: Dict[Key, torch.Tensor] = {}
         from tqdm.auto import tqdm
 
         pairs = [(c, s) for c in names for s in levels]
@@ -521,40 +596,24 @@ def corruption_robustness(
             for start in range(0, n, batch_size):
                 stop = min(n, start + batch_size)
                 if data_dir is None:
-                    corrupted = torch.from_numpy(_corrupt_uint8(_to_uint8_hwc(x_cpu[start:stop]), c, s, seed, start))
+                    corrupted = torch.from_numpy(_corrupt_uint8(_to_uint8_hwc(x_cpu[start:stop]), c, s, seed,
+                                                                first_index + start))
                     corrupted = corrupted.permute(0, 3, 1, 2).float().div(255)
                 else:
                     corrupted, _ = load_corrupted_cifar(data_dir, c, s, dataset=dataset, n_examples=stop - start,
-                                                        start=start)
+                                                        start=first_index + start)
                     if corrupted.shape[1:] != x_cpu.shape[1:]:
                         raise ValueError(f"`x` images have shape {tuple(x_cpu.shape[1:])} but {c}.npy in `data_dir` "
                                          f"holds {tuple(corrupted.shape[1:])}")
                 noise[start:stop] = corrupted - clean[start:stop]
                 for ev in evaluators:
                     ev.add((c, s), corrupted, start)
-            b_low[(c, s)] = float(frequency_bias(noise))
-            profile[(c, s)] = energy_spectral_density(noise).mean(dim=(0, 1))
+            magnitude[(c, s)] = rfft2(noise).abs().double().sum(dim=(0, 1))
+            esd[(c, s)] = energy_spectral_density(noise).double().sum(dim=(0, 1))
             del noise
         for ev in evaluators:
             ev.flush()
-            results.append(ev.accuracies())
-
-    accuracies = results[0]
-    result = CorruptionRobustness(
-        corruptions=names, severities=levels, accuracy={k: accuracies[k] for k in pairs},
-        clean_accuracy=accuracies["clean"],
-        frequency_bias={c: float(np.mean([b_low[(c, s)] for s in levels])) for c in names},
-        frequency_bias_per_severity=b_low,
-        radial_profile={c: torch.stack([profile[(c, s)] for s in levels]).mean(0) for c in names},
-        radial_profile_per_severity=profile, source=source, seed=seed, n_examples=n, inputs_digest=inputs_digest,
-        evaluations=evaluations)
-    if baseline_model is not None:
-        result.baseline_accuracy = {k: results[1][k] for k in pairs}
-        result.baseline_clean_accuracy = results[1]["clean"]
-    elif baseline is not None:
-        result.baseline_accuracy = {k: baseline.accuracy[k] for k in pairs}
-        result.baseline_clean_accuracy = baseline.clean_accuracy
-    return result
+    return {"correct": [dict(ev.correct) for ev in evaluators], "magnitude": magnitude, "esd": esd}
 
 
 class _Evaluator:

@@ -441,17 +441,54 @@ def _rows_band_shapley(m) -> Rows:
 
 
 # ------------------------------------------------------------------------------------------ frequency shapley
+def _sharded_frequency_shapley(ctx: StageContext, k: int, **options):
+    """Chen2022's frequency Shapley values of the first ``k`` images, split across ranks by units.
+
+    Each unit is one ``FrequencyShapley.attribute`` call on one image (``first_index`` = its dataset index); an
+    image's values do not depend on the other images of the call, so the writer's concatenation is the result
+    of one call on all ``k`` images (bitwise equal for any number of ranks). One image per unit, whatever
+    ``shard_size``: a game costs ``n_samples * (P - 1)`` evaluations in forward calls of about 64 masked
+    images however many images share the call, so finer units cost nothing and balance the ranks (the
+    ``gpu`` preset's 20 images in units of 128 would all run on rank 0).
+
+    Returns:
+        The combined :class:`~freqplug.attributions.FrequencyShapleyResult` (tensors on CPU) on the writer;
+        None on the other ranks.
+    """
+    from ..attributions import FrequencyShapley
+    from ..attributions.frequency_shapley import _concatenate_results
+
+    model = ctx.model
+    fs = FrequencyShapley(lambda z: torch.softmax(model(z), dim=1))  # Chen2022's game: class probability
+
+    def unit(u, indices):
+        result = fs.attribute(ctx.x[indices].to(ctx.device), target=ctx.y[indices].to(ctx.device), seed=ctx.seed,
+                              show_progress=ctx.show_progress, return_result=True, first_index=indices[0],
+                              **options)
+        for key in ("attributions", "values", "stderr", "value_full", "value_empty", "efficiency_gap",
+                    "sign_determined", "relative_stderr"):
+            setattr(result, key, getattr(result, key).detach().cpu())  # picklable, device-free for the gather
+        result.players = None  # the same partition in every unit: not sent k times (put back on the writer)
+        return result
+
+    parts = _dist.map_units(k, 1, unit)
+    if parts is None:
+        return None
+    players = fs.players(*ctx.x.shape[-2:], options.get("players"))
+    for part in parts:
+        part.players = players
+    return _concatenate_results(parts)
+
+
 def _run_frequency_shapley(ctx: StageContext):
-    from ..attributions import FrequencyShapley, centered_attributions, radial_average, reconstruct_from_mask
+    from ..attributions import centered_attributions, radial_average, reconstruct_from_mask
 
     s = ctx.own
     k = min(s["n_images"], ctx.n)
-    model = ctx.model
-    x, y = ctx.x[:k].to(ctx.device), ctx.y[:k].to(ctx.device)
-    fs = FrequencyShapley(lambda z: torch.softmax(model(z), dim=1))  # Chen2022's game: class probability
-    result = fs.attribute(x, target=y, players=s["players"], n_samples=s["n_samples"], seed=ctx.seed,
-                          show_progress=ctx.show_progress, estimator=s.get("estimator", "auto"),
-                          return_result=True)
+    result = _sharded_frequency_shapley(ctx, k, players=s["players"], n_samples=s["n_samples"],
+                                        estimator=s.get("estimator", "auto"))
+    if result is None:
+        return None
     attributions = result.attributions.cpu()
     mean_map = centered_attributions(attributions.mean(0))
     radial = radial_average(attributions.mean(0))
@@ -534,15 +571,19 @@ def _rows_hf_attack(m) -> Rows:
 # ------------------------------------------------------------------------------------------ occluded frequency
 def _run_occluded_frequency(ctx: StageContext):
     from ..attributions import OccludedFrequency
+    from ..attributions.occluded_frequency import _class_means
     from ..spectral import dct_band_groups
 
     ring_width = ctx.own["ring_width"]
     rings = dct_band_groups(*ctx.x.shape[-2:], kind="ring").player_map // ring_width  # Wang2020a's rings, merged
     of = OccludedFrequency(ctx.model, groups=rings)
-    means, counts = of.class_average_scores((ctx.x.to(ctx.device), ctx.y.to(ctx.device)), num_classes=ctx.num_classes,
-                                            batch_size=ctx.batch_size, perturbations_per_eval=32,
-                                            seed=ctx.seed, show_progress=ctx.show_progress)
-    means, counts = means.cpu(), counts.cpu()
+    # per unit the per-image scores (baselines keyed on the dataset index: first_index), class means on the writer
+    gathered = _dist.map_examples(ctx.n, ctx.unit_size, lambda idx: {"scores": of._player_values(
+        ctx.x[idx].to(ctx.device), "zero", ctx.y[idx].to(ctx.device), None, 32, False, mode="occlude",
+        noise_std=None, seed=ctx.seed, max_evaluations=float("inf"), first_index=idx[0])})
+    if gathered is None:
+        return None
+    means, counts = _class_means(gathered["scores"], ctx.y, ctx.num_classes)
     present = counts > 0
     means[~present] = float("nan")  # no image of the class: no average (never a zero drop)
     overall = (means[present] * counts[present, None]).sum(0) / counts[present].sum()
@@ -694,16 +735,14 @@ def _rows_robustness_curve(m) -> Rows:
 
 
 def _run_classwise(ctx: StageContext):
-    from ..attributions import FrequencyShapley
     from ..eval import classwise_hfc_shapley, per_class_accuracy, significant_component_ratio
 
     s = ctx.own
     k = ctx.n if s["n_images"] is None else min(s["n_images"], ctx.n)
-    model = ctx.model
-    fs = FrequencyShapley(lambda z: torch.softmax(model(z), dim=1))  # Chen2022's game: class probability
-    result = fs.attribute(ctx.x[:k].to(ctx.device), target=ctx.y[:k].to(ctx.device), players=s["players"],
-                          n_samples=s["n_samples"], seed=ctx.seed, show_progress=ctx.show_progress,
-                          return_result=True)
+    # the Shapley games split across ranks; the class statistics on the writer from the combined result
+    result = _sharded_frequency_shapley(ctx, k, players=s["players"], n_samples=s["n_samples"])
+    if result is None:
+        return None
     robust = overall = None
     autoattack = ctx.done.get("autoattack")
     if autoattack is not None and "robust" in autoattack.get("arrays", {}):
@@ -772,7 +811,7 @@ _register_curves_stages()
 # --- corruptions (issue 16 item 1: corruption robustness by frequency; Chan2022 Table 1)
 def _run_corruptions(ctx: StageContext):
     from .._optional import available
-    from ..eval.corruptions import corruption_robustness
+    from ..eval.corruptions import _corruption_robustness
 
     if not available("imagecorruptions"):
         return {"metrics": {"skipped": 'needs the imagecorruptions package: pip install "freqplug[corruptions]"'},
@@ -782,9 +821,13 @@ def _run_corruptions(ctx: StageContext):
     if ctx.x.shape[-1] < 32 or ctx.x.shape[-2] < 32 or ctx.x.shape[1] not in (1, 3):
         return {"metrics": {"skipped": "imagecorruptions needs images of at least 32x32 with 1 or 3 channels"},
                 "arrays": {}}
-    result = corruption_robustness(ctx.model, ctx.x[:n], ctx.y[:n], tuple(s["corruptions"]), tuple(s["severities"]),
-                                   batch_size=ctx.batch_size, seed=ctx.seed, device=ctx.device,
-                                   max_evaluations=float("inf"), show_progress=ctx.show_progress)
+    # per unit the corruptions (seeded by dataset index), correct counts and noise spectra; combined on the writer
+    result = _corruption_robustness(ctx.model, ctx.x[:n], ctx.y[:n], tuple(s["corruptions"]), tuple(s["severities"]),
+                                    batch_size=ctx.batch_size, seed=ctx.seed, baseline=None, data_dir=None,
+                                    dataset="cifar10", device=ctx.device, max_evaluations=float("inf"),
+                                    show_progress=ctx.show_progress, unit_size=ctx.unit_size)
+    if result is None:
+        return None
     metrics = result.to_dict()
     order = metrics["order_by_b_low"]
     return {"metrics": metrics,
