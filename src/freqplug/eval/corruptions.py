@@ -28,7 +28,7 @@ from .._optional import require
 from .._validation import (check_budget, check_callable, check_choice, check_images, check_labels,
                            check_positive_int, check_seed)
 from ..data.corruptions import CORRUPTIONS, load_corrupted_cifar
-from ..spectral import energy_spectral_density, rfft2
+from ..spectral import energy_spectral_density, frequency_bias_of_magnitude, rfft2
 
 __all__ = ["CORRUPTIONS", "CorruptionRobustness", "corrupt_images", "corruption_robustness"]
 
@@ -533,7 +533,7 @@ def _corruption_robustness(model, x, y, corruptions, severities, *, batch_size, 
     profile: Dict[Key, torch.Tensor] = {}
     for key in pairs:  # means over images and channels of the unit sums, added in unit order
         magnitude = _dist.sum_ordered([part["magnitude"][key] for part in parts]) / (n * channels)
-        b_low[key] = _frequency_bias_of_magnitude(magnitude)
+        b_low[key] = float(frequency_bias_of_magnitude(magnitude))
         profile[key] = _dist.sum_ordered([part["esd"][key] for part in parts]) / (n * channels)
     result = CorruptionRobustness(
         corruptions=names, severities=levels, accuracy={k: correct[0][k] / n for k in pairs},
@@ -550,20 +550,6 @@ def _corruption_robustness(model, x, y, corruptions, severities, *, batch_size, 
         result.baseline_accuracy = {k: baseline.accuracy[k] for k in pairs}
         result.baseline_clean_accuracy = baseline.clean_accuracy
     return result
-
-
-def _frequency_bias_of_magnitude(magnitude: torch.Tensor) -> float:
-    """Chan2022 eq. 10 (:func:`freqplug.spectral.frequency_bias`) from the mean one-sided DFT magnitude
-    (H, W//2+1) instead of the images: the same steps after its ``rfft2(.).abs().mean(0)``."""
-    from ..spectral.metrics import FREQUENCY_BIAS_EPSILON
-
-    h, half = magnitude.shape
-    log_map = torch.log(magnitude[: h // 2 + 1] + FREQUENCY_BIAS_EPSILON)
-    alpha_rows = torch.linspace(1, -1, h // 2 + 1, dtype=log_map.dtype) + FREQUENCY_BIAS_EPSILON
-    alpha_cols = torch.linspace(1, -1, half, dtype=log_map.dtype) + FREQUENCY_BIAS_EPSILON
-    column_products = (alpha_rows[:, None] * log_map).sum(0)
-    row_products = (alpha_cols[None, :] * log_map).sum(1)
-    return float(torch.logsumexp(torch.cat([column_products, row_products]), dim=0))
 
 
 def _measure_unit(x_cpu: torch.Tensor, *, first_index: int, models, y, names, levels, batch_size, device, seed,

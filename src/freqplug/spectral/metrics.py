@@ -127,10 +127,20 @@ def frequency_bias(jacobian: torch.Tensor) -> torch.Tensor:
     if jacobian.dim() < 2 or min(jacobian.shape[-2:]) < 2:
         raise ValueError(f"`jacobian` must have shape (..., H, W) with H, W >= 2, got {tuple(jacobian.shape)}")
     h, w = jacobian.shape[-2:]
-    magnitude = rfft2(jacobian).abs().reshape(-1, h, w // 2 + 1).mean(0)[: h // 2 + 1]
-    log_map = torch.log(magnitude + FREQUENCY_BIAS_EPSILON)
-    alpha_rows = torch.linspace(1, -1, h // 2 + 1, dtype=log_map.dtype, device=log_map.device) + FREQUENCY_BIAS_EPSILON
-    alpha_cols = torch.linspace(1, -1, w // 2 + 1, dtype=log_map.dtype, device=log_map.device) + FREQUENCY_BIAS_EPSILON
+    return frequency_bias_of_magnitude(rfft2(jacobian).abs().reshape(-1, h, w // 2 + 1).mean(0))
+
+
+def frequency_bias_of_magnitude(magnitude: torch.Tensor) -> torch.Tensor:
+    """B_low (Chan2022 eq. 10) from the mean one-sided DFT magnitude M (H, W//2+1) of :func:`frequency_bias`.
+
+    For callers that accumulate M over chunks of data (e.g. corruption noise in units) instead of holding
+    every map: ``frequency_bias(J) == frequency_bias_of_magnitude(rfft2(J).abs().reshape(-1, H, W//2+1).mean(0))``.
+    """
+    h = magnitude.shape[-2]
+    log_map = torch.log(magnitude[: h // 2 + 1] + FREQUENCY_BIAS_EPSILON)
+    rows, cols = log_map.shape
+    alpha_rows = torch.linspace(1, -1, rows, dtype=log_map.dtype, device=log_map.device) + FREQUENCY_BIAS_EPSILON
+    alpha_cols = torch.linspace(1, -1, cols, dtype=log_map.dtype, device=log_map.device) + FREQUENCY_BIAS_EPSILON
     column_products = (alpha_rows[:, None] * log_map).sum(0)  # log prod_i M[i, j]^alpha_i, one per column j
     row_products = (alpha_cols[None, :] * log_map).sum(1)  # log prod_j M[i, j]^alpha_j, one per row i
     return torch.logsumexp(torch.cat([column_products, row_products]), dim=0)
