@@ -13,7 +13,7 @@ import weakref
 import pytest
 import torch
 from helpers import tiny_cnn
-from helpers.zoo import ARGS, SPECS, command, env, run, slug, write_zoo
+from helpers.zoo import ARGS, SPECS, command, env, run, run_here, slug, write_zoo
 
 from freqplug.cli import main
 from freqplug.report import profile
@@ -21,9 +21,9 @@ from freqplug.report import profile
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
-    """The tiny zoo's folder and the metrics.json of an uninterrupted single-process run."""
+    """The tiny zoo's folder and the metrics.json of an uninterrupted single-process run (in this process)."""
     folder = write_zoo(tmp_path_factory.mktemp("zoo"))
-    return folder, run(folder, "whole")
+    return folder, run_here(folder, "whole")
 
 
 def _cache_files(out):
@@ -55,7 +55,7 @@ def test_a_killed_zoo_run_resumes_and_recomputes_nothing_finished(zoo):
                                        f"cache/{slug(SPECS[0])}/frequency_bias.pt",
                                        f"cache/{slug(SPECS[1])}/clean_accuracy.pt"])
 
-    resumed = run(folder, "killed")
+    resumed = run_here(folder, "killed")  # the restart
     cached = {(name, stage) for name, timing in resumed["timing"].items() for stage, entry in timing.items()
               if entry["cached"]}
     assert cached == {(SPECS[0], "clean_accuracy"), (SPECS[0], "frequency_bias"), (SPECS[1], "clean_accuracy")}

@@ -87,5 +87,24 @@ def run(folder: Path, out: str, *extra: str, processes: int = 1, **environment: 
     return json.loads((Path(folder) / out / "metrics.json").read_text())
 
 
+def run_here(folder: Path, out: str, *extra: str) -> dict:
+    """Run the zoo profile in this process (``freqplug.cli.main``, one torch thread as the subprocesses); its
+    metrics.json."""
+    import torch
+
+    from freqplug.cli import main
+
+    cwd, threads = os.getcwd(), torch.get_num_threads()
+    os.chdir(folder)
+    torch.set_num_threads(1)
+    try:
+        assert main([*ARGS, "--out", out, *extra]) == 0
+    finally:
+        os.chdir(cwd)
+        torch.set_num_threads(threads)
+        sys.modules.pop("zoo_nets", None)  # imported from the folder by the module:callable specs
+    return json.loads((Path(folder) / out / "metrics.json").read_text())
+
+
 def slug(spec: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in spec)
