@@ -7,10 +7,10 @@ and :mod:`freqplug.report.render` writes the documents.
 Finished stages are cached in ``<out>/cache/<model>/<stage>.pt`` under a content-hash key (model
 state dict, data, settings, seed, versions); a rerun reuses them unless ``force=True``.
 
-Under ``torch.distributed`` (``torchrun``) the sharded stages (``Stage.sharded``: clean accuracy,
-frequency bias, HF attack per example; band Shapley inside :meth:`SpectralBandShapley.importance`)
-run on every rank and are gathered; the other stages run on rank 0, which alone reads and writes
-the cache and the report.
+Under ``torch.distributed`` (``torchrun``) the sharded stages (``Stage.sharded``) run on every rank and are
+gathered; the other stages run on rank 0, which alone reads and writes the cache and the report. A zoo of
+models is profiled one model at a time (lazily loaded models are released when done); ``distribute="models"``
+gives whole models to groups of ranks instead of sharding each model over all of them.
 
 Progress bars are drawn only when stderr is a terminal (or ``progress=True``); every finished stage is
 logged as one INFO line on the ``freqplug.report`` logger (model, stage, wall time), which is what a log
