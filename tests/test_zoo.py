@@ -159,3 +159,11 @@ def test_profile_refuses_bad_zoo_arguments(cifar_samples):
         profile(net, x, y, distribute="models", ranks_per_model=2, **kwargs)
     with pytest.raises(ValueError, match=r"`ranks_per_model` \(2\) applies to distribute='models'"):
         profile(net, x, y, ranks_per_model=2, **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_device_cuda_under_torchrun_means_this_process_gpu(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LOCAL_RANK", "1")  # as torchrun sets it for the second process of a node
+    code = main(["profile", "--device", "cuda", "--only", "clean_accuracy", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("freqplug profile: error: --device 'cuda:1' is not usable here"), err
