@@ -167,3 +167,17 @@ def test_device_cuda_under_torchrun_means_this_process_gpu(tmp_path, monkeypatch
     code = main(["profile", "--device", "cuda", "--only", "clean_accuracy", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("freqplug profile: error: --device 'cuda:1' is not usable here"), err
+
+
+def test_cache_dir_is_shared_between_runs_and_model_reports_are_written(tmp_path, cifar_samples):
+    x, y = cifar_samples
+    x, y = x[:4], y[:4]
+    kwargs = dict(preset="fast", stages=["clean_accuracy"], quiet=True, cache_dir=tmp_path / "cache")
+    first = profile({"a/1": lambda: tiny_cnn(num_classes=10, dtype=torch.float32)}, x, y, out=None, **kwargs)
+    assert (tmp_path / "cache" / "a_1" / "clean_accuracy.pt").exists() and first.cached == {"a/1": []}
+    second = profile({"a/1": lambda: tiny_cnn(num_classes=10, dtype=torch.float32)}, x, y, out=tmp_path / "report",
+                     model_reports=True, **kwargs)
+    assert second.cached == {"a/1": ["clean_accuracy"]} and not (tmp_path / "report" / "cache").exists()
+    assert second.metrics["models"] == first.metrics["models"]
+    single = json.loads((tmp_path / "report" / "models" / "a_1" / "metrics.json").read_text())
+    assert single["models"] == first.metrics["models"] and single["timing"]["a/1"]["clean_accuracy"]["cached"]
