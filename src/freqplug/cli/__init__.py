@@ -265,12 +265,14 @@ def profile_arguments(args: argparse.Namespace, models: Dict[str, Any], data) ->
 
     Args:
         args: parsed command line.
-        models: ``{name: LoadedModel}`` from :func:`freqplug.models.load_model_spec`.
+        models: ``{name: LoadedModel}`` from :func:`freqplug.models.load_model_spec` (for a zoo, ``model`` is a
+            zero-argument loader, see :func:`_load_models`).
         data: :class:`freqplug.data.LoadedData` from :func:`freqplug.data.load_data`.
 
     Returns:
-        ``{"model", "x", "y", "out", ..., "threat_model", "eps", "metadata"}``; ``metadata`` records the
-        data source (with the class-folder mapping) and every model's source.
+        ``{"model", "x", "y", "out", ..., "threat_model", "eps", "metadata", "cache_dir", "model_reports",
+        "distribute", "ranks_per_model"}``; ``metadata`` records the data source (with the class-folder mapping)
+        and every model's source; with several models one report per model is written too.
     """
     metadata = {"command": "freqplug profile", "data": data.source,
                 "models": {name: item.source for name, item in models.items()}}
