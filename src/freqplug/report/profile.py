@@ -337,7 +337,8 @@ def profile(model: Union[nn.Module, Mapping[str, ModelEntry]], x: torch.Tensor, 
         """Load (if lazy), profile and release one model in the current group; its part on the group's writer."""
         group_writer = _dist.is_writer()
         ranks = [_dist._global_rank(r) for r in range(_dist.world_size())]
-        m = _materialize(name, entries[name])
+        # a loader failing on one rank (a checkpoint missing on one node) stops every rank of the group
+        m = _dist.run_collectively(lambda: _materialize(name, entries[name]))
         lazy = m is not entries[name]
         dev = torch.device(device) if device is not None else next(m.parameters()).device
         try:
@@ -352,10 +353,14 @@ def profile(model: Union[nn.Module, Mapping[str, ModelEntry]], x: torch.Tensor, 
                     torch.cuda.empty_cache()
 
     def _profile_model(name, m, dev, group_writer, ranks):
-        with preserved_model_state(m, eval_mode=True):
-            k = num_classes_of(m, x[:1].to(dev), labels=y, labels_name="y", name=f"model {name!r}")
-        if num_classes is not None and num_classes != k:
-            raise ValueError(f"`num_classes` is {num_classes} but model {name!r} returns {k} logits")
+        def output_width() -> int:
+            with preserved_model_state(m, eval_mode=True):
+                k = num_classes_of(m, x[:1].to(dev), labels=y, labels_name="y", name=f"model {name!r}")
+            if num_classes is not None and num_classes != k:
+                raise ValueError(f"`num_classes` is {num_classes} but model {name!r} returns {k} logits")
+            return k
+
+        k = _dist.run_collectively(output_width)
         ctx = _stages.StageContext(model=m, x=x, y=y, settings=settings, device=dev, seed=seed,
                                    show_progress=show_progress, num_classes=k, done={})
         model_key = model_digest(m)
