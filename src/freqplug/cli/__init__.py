@@ -177,15 +177,85 @@ def _load_data(args, models=None):
     return loaded
 
 
-def _load_models(args) -> Dict[str, Any]:
-    from ..models import load_model_spec
+def _model_specs(args) -> List[tuple]:
+    """``(spec, where)`` of every model: the ``--model`` options, then the lines of ``--models-file``.
 
-    loaded = {}
-    for spec in args.model or ["embedded"]:
-        item = load_model_spec(spec, dataset=args.dataset, threat_model=args.threat_model, model_dir=args.model_dir,
-                               device=args.device)
+    A models file has one spec a line (as ``--model`` takes them); blank lines and lines starting with ``#`` are
+    ignored. A spec given twice is refused, naming both places.
+    """
+    specs = [(spec, f"--model {spec!r}") for spec in (args.model or [])]
+    path = getattr(args, "models_file", None)
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise UsageError(f"--models-file {path!r} is not a file")
+        try:
+            lines = file.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise UsageError(f"--models-file {path!r} cannot be read ({_one_line(error)})") from None
+        listed = [(line.strip(), f"--models-file {path!r} line {number}") for number, line in enumerate(lines, 1)
+                  if line.strip() and not line.strip().startswith("#")]
+        if not listed:
+            raise UsageError(f"--models-file {path!r} lists no model (one model spec a line, as --model takes "
+                             "them; blank lines and # comments are ignored)")
+        specs += listed
+    seen: Dict[str, str] = {}
+    for spec, where in specs:
+        if spec in seen:
+            if where.startswith("--model ") and seen[spec].startswith("--model "):
+                raise UsageError(f"--model {spec!r} is given twice")
+            raise UsageError(f"{where}: model {spec!r} is already given ({seen[spec]})")
+        seen[spec] = where
+    return specs or [("embedded", "the default model")]
+
+
+class _SpecLoader:
+    """Zero-argument loader of one model spec, for :func:`freqplug.profile`'s lazily loaded zoo models."""
+
+    def __init__(self, spec: str, name: str, args):
+        self.spec, self.name = spec, name
+        self.options = dict(dataset=args.dataset, threat_model=args.threat_model, model_dir=args.model_dir,
+                            device=args.device)
+
+    def __call__(self):
+        from ..models import load_model_spec
+
+        loaded = load_model_spec(self.spec, **self.options)
+        if loaded.name != self.name:  # the spec now names another model (e.g. a file replaced by a folder)
+            raise ValueError(f"model spec {self.spec!r} loaded as {loaded.name!r}, expected {self.name!r}")
+        return loaded.model
+
+    def __repr__(self) -> str:
+        return f"_SpecLoader({self.spec!r})"
+
+
+def _load_models(args) -> Dict[str, Any]:
+    """``{name: LoadedModel}`` of the models to profile. With several models (a zoo) each one is loaded once here
+    (so a bad spec fails before anything is computed, and its source is recorded), then released: its
+    ``LoadedModel.model`` is a loader (:class:`_SpecLoader`) that :func:`freqplug.profile` calls when the model's
+    turn comes, so only one model is in memory at a time."""
+    import gc
+
+    from ..models import LoadedModel, load_model_spec
+
+    specs = _model_specs(args)
+    loaded: Dict[str, Any] = {}
+    where_of: Dict[str, str] = {}
+    for spec, where in specs:
+        try:
+            item = load_model_spec(spec, dataset=args.dataset, threat_model=args.threat_model,
+                                   model_dir=args.model_dir, device=args.device)
+        except (ValueError, TypeError, OSError, ImportError) as error:
+            raise UsageError(f"{where}: {_one_line(error)}" if getattr(args, "models_file", None) else
+                             _one_line(error)) from None
         if item.name in loaded:
-            raise UsageError(f"--model {spec!r} is given twice")
+            raise UsageError(f"--model {spec!r} is given twice" if where.startswith("--model ")
+                             and where_of[item.name].startswith("--model ") else
+                             f"{where}: model {spec!r} has the name {item.name!r} of {where_of[item.name]}")
+        where_of[item.name] = where
+        if len(specs) > 1:
+            item = LoadedModel(item.name, _SpecLoader(spec, item.name, args), item.source)
+            gc.collect()
         loaded[item.name] = item
     return loaded
 
@@ -195,18 +265,24 @@ def profile_arguments(args: argparse.Namespace, models: Dict[str, Any], data) ->
 
     Args:
         args: parsed command line.
-        models: ``{name: LoadedModel}`` from :func:`freqplug.models.load_model_spec`.
+        models: ``{name: LoadedModel}`` from :func:`freqplug.models.load_model_spec` (for a zoo, ``model`` is a
+            zero-argument loader, see :func:`_load_models`).
         data: :class:`freqplug.data.LoadedData` from :func:`freqplug.data.load_data`.
 
     Returns:
-        ``{"model", "x", "y", "out", ..., "threat_model", "eps", "metadata"}``; ``metadata`` records the
-        data source (with the class-folder mapping) and every model's source.
+        ``{"model", "x", "y", "out", ..., "threat_model", "eps", "metadata", "cache_dir", "model_reports",
+        "distribute", "ranks_per_model"}``; ``metadata`` records the data source (with the class-folder mapping)
+        and every model's source; with several models one report per model is written too.
     """
     metadata = {"command": "freqplug profile", "data": data.source,
                 "models": {name: item.source for name, item in models.items()}}
-    return dict(model={name: item.model for name, item in models.items()}, x=data.x, y=data.y, out=Path(args.out),
+    out = Path(args.out)
+    return dict(model={name: item.model for name, item in models.items()}, x=data.x, y=data.y, out=out,
                 preset=args.preset, stages=args.only, skip=args.skip or (), device=args.device, force=args.force,
-                quiet=args.quiet, seed=args.seed, threat_model=args.threat_model, eps=args.eps, metadata=metadata)
+                quiet=args.quiet, seed=args.seed, threat_model=args.threat_model, eps=args.eps, metadata=metadata,
+                cache_dir=out / "cache", model_reports=len(models) > 1,
+                distribute=getattr(args, "distribute", "images"),
+                ranks_per_model=getattr(args, "ranks_per_model", None) or 1)
 
 
 def _profile(args: argparse.Namespace) -> int:
@@ -222,6 +298,8 @@ def _profile(args: argparse.Namespace) -> int:
                 _check_writable(out)  # first: nothing is loaded or computed for a report that cannot be written
             if args.eps is not None and args.threat_model.startswith("corruptions"):
                 raise UsageError(f"--eps applies to the Linf and L2 threat models, not to {args.threat_model!r}")
+            _check_distribution(args, distributed)
+            args.device = distributed.local_device(args.device)  # "cuda" under torchrun: cuda:$LOCAL_RANK
             if args.device is not None:
                 try:
                     torch.empty(0, device=torch.device(args.device))
@@ -255,11 +333,25 @@ def _profile(args: argparse.Namespace) -> int:
         if distributed.is_writer() and not args.quiet:
             cached = sum(len(v) for v in result.cached.values())
             print(f"report: {out / 'report.html'} ({out / 'report.md'}, {out / 'metrics.json'})"
+                  + (f"; one report per model in {out / 'models'}" if len(result.metrics["models"]) > 1 else "")
                   + (f"; {cached} stage(s) reused from the cache" if cached else ""))
         return 0
     finally:
         if started:
             torch.distributed.destroy_process_group()
+
+
+def _check_distribution(args, distributed) -> None:
+    """``--distribute``/``--ranks-per-model`` against the number of processes torchrun started."""
+    import torch
+
+    processes = torch.distributed.get_world_size() if distributed.active() else 1
+    group = args.ranks_per_model
+    if group is not None and args.distribute != "models":
+        raise UsageError("--ranks-per-model applies to --distribute models (with --distribute images every model "
+                         "is sharded over all processes)")
+    if group is not None and processes % group:
+        raise UsageError(f"--ranks-per-model {group} must divide the number of processes ({processes})")
 
 
 @contextlib.contextmanager
@@ -295,6 +387,16 @@ def _add_profile(commands) -> None:
                          help="'embedded' (default: the CIFAR-10 ResNet-18), a RobustBench model name, a TorchScript "
                               "or pickled-module file, or module:callable (module importable from the current "
                               "folder); repeat to compare models")
+    profile.add_argument("--models-file", default=None, metavar="FILE",
+                         help="a zoo: one model spec a line (as --model takes them; blank lines and # comments "
+                              "ignored), profiled one model at a time into one comparison report plus one report "
+                              "per model in OUT/models/; a killed run resumes from the cache")
+    profile.add_argument("--distribute", choices=("images", "models"), default="images",
+                         help="under torchrun: 'images' shards every model's images over all processes; 'models' "
+                              "gives whole models to groups of --ranks-per-model processes (default: %(default)s)")
+    profile.add_argument("--ranks-per-model", type=_positive_int, default=None, metavar="G",
+                         help="processes per model with --distribute models; must divide the number of processes "
+                              "(default: 1)")
     profile.add_argument("--model-dir", default="./models", help="RobustBench checkpoint folder (default: %(default)s)")
     profile.add_argument("--dataset", default="cifar10", type=_dataset,
                          help=f"one of {', '.join(DATASETS)} (default: %(default)s)")
@@ -313,7 +415,9 @@ def _add_profile(commands) -> None:
                          help="number of images (default: all sample images, 100 from --data-dir)")
     profile.add_argument("--preset", choices=("fast", "default", "gpu"), default="default",
                          help="budgets: fast (CI, ~1 min on 2 cores), default (a few minutes), gpu")
-    profile.add_argument("--device", default=None, help="e.g. cpu, cuda (default: where the model is)")
+    profile.add_argument("--device", default=None,
+                         help="e.g. cpu, cuda; under torchrun cuda means this process's GPU, cuda:$LOCAL_RANK "
+                              "(default: where the model is)")
     profile.add_argument("--out", default="freqplug-report", help="output folder (default: %(default)s/)")
     profile.add_argument("--force", action="store_true", help="recompute stages cached in --out")
     profile.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -7,10 +7,10 @@ and :mod:`freqplug.report.render` writes the documents.
 Finished stages are cached in ``<out>/cache/<model>/<stage>.pt`` under a content-hash key (model
 state dict, data, settings, seed, versions); a rerun reuses them unless ``force=True``.
 
-Under ``torch.distributed`` (``torchrun``) the sharded stages (``Stage.sharded``: clean accuracy,
-frequency bias, HF attack per example; band Shapley inside :meth:`SpectralBandShapley.importance`)
-run on every rank and are gathered; the other stages run on rank 0, which alone reads and writes
-the cache and the report.
+Under ``torch.distributed`` (``torchrun``) the sharded stages (``Stage.sharded``) run on every rank and are
+gathered; the other stages run on rank 0, which alone reads and writes the cache and the report. A zoo of
+models is profiled one model at a time (lazily loaded models are released when done); ``distribute="models"``
+gives whole models to groups of ranks instead of sharding each model over all of them.
 
 Progress bars are drawn only when stderr is a terminal (or ``progress=True``); every finished stage is
 logged as one INFO line on the ``freqplug.report`` logger (model, stage, wall time), which is what a log
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import json
 import logging
 import platform
@@ -29,7 +30,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -185,13 +186,22 @@ def _stage_key_settings(stage: _stages.Stage, settings: Mapping[str, Any]) -> Di
     return keys
 
 
-def profile(model: Union[nn.Module, Mapping[str, nn.Module]], x: torch.Tensor, y: torch.Tensor, *,
+#: A model :func:`profile` takes: a module, or a zero-argument callable returning one (loaded when its turn comes).
+ModelEntry = Union[nn.Module, Callable[[], nn.Module]]
+
+#: How ``distribute=`` spreads the work of several processes (``torchrun``) over a zoo of models.
+DISTRIBUTE_MODES = ("images", "models")
+
+
+def profile(model: Union[nn.Module, Mapping[str, ModelEntry]], x: torch.Tensor, y: torch.Tensor, *,
             out: Optional[Union[str, Path]] = "freqplug-report", preset: str = "default",
             stages: Optional[Sequence[str]] = None, skip: Sequence[str] = (), overrides: Optional[Mapping] = None,
             device: Optional[Union[str, torch.device]] = None, num_classes: Optional[int] = None,
             force: bool = False, quiet: bool = False, seed: int = 0, dpi: int = 80,
             threat_model: str = "Linf", eps: Optional[float] = None,
-            metadata: Optional[Mapping[str, Any]] = None, progress: Optional[bool] = None) -> ProfileResult:
+            metadata: Optional[Mapping[str, Any]] = None, progress: Optional[bool] = None,
+            cache_dir: Optional[Union[str, Path]] = None, model_reports: bool = False,
+            distribute: str = "images", ranks_per_model: int = 1) -> ProfileResult:
     """Profile the frequency robustness of one or several models and write a report.
 
     Cost: every selected stage runs once per model; the budgets are the preset's (see :data:`PRESETS`;
@@ -199,18 +209,32 @@ def profile(model: Union[nn.Module, Mapping[str, nn.Module]], x: torch.Tensor, y
     RNG, the models' modes, ``requires_grad`` and ``.grad`` and the inputs are left as they were; the
     call works under ``torch.no_grad()``.
 
+    A zoo (many models) is profiled one model at a time: give ``{name: loader}`` with zero-argument callables
+    that return the module, and each model is loaded when its turn comes and released when its stages are done,
+    so only one is ever in memory. Finished stages are cached (``cache_dir``), so a killed run restarted with the
+    same arguments recomputes nothing that finished, model by model and stage by stage.
+
+    Under ``torch.distributed`` (``torchrun``), ``distribute="images"`` shards every model's examples over all
+    processes (lowest latency per model; every process holds the model being profiled);
+    ``distribute="models"`` splits the processes into groups of ``ranks_per_model`` consecutive ranks, group g
+    profiles models g, g + groups, ... whole (sharded within the group, whose rank 0 writes that model's cache
+    and report), and global rank 0 then writes the comparison report (fewer collectives: faster when there are
+    at least as many models as groups).
+
     Args:
         model: a classifier on images in [0, 1] returning logits (N, K), or ``{name: model}`` for a
-            side-by-side comparison.
+            side-by-side comparison, where each value is an ``nn.Module`` or a zero-argument callable returning
+            one (loaded lazily, released afterwards). Names must stay distinct as folder names (``_slug``).
         x: images (N, C, H, W) in [0, 1]; y: labels (N,) in [0, K).
         out: output folder (``report.md``, ``report.html``, ``metrics.json``, PNG plots, ``cache/``);
-            ``None`` computes without writing (and without cache).
+            ``None`` computes without writing (and without cache unless ``cache_dir`` is given).
         preset: ``"fast"``, ``"default"`` or ``"gpu"`` (see :data:`PRESETS`).
         stages: stages to run (default: all of :data:`STAGES`); ``skip``: stages to leave out.
         overrides: ``{stage: {setting: value}}`` or ``{"batch_size": n}`` merged into the preset (e.g.
             ``{"band_shapley": {"num_bands": 6}}``); an unknown stage or setting raises ``ValueError``.
             ``"eps"``/``"norm"`` keys are deprecated: use ``threat_model``/``eps``.
-        device: where the model runs (default: its parameters' device).
+        device: where the model runs (default: its parameters' device). ``"cuda"`` under torchrun means this
+            process's GPU, ``cuda:$LOCAL_RANK``.
         num_classes: classes of the model (default: the output width of one forward pass; checked against it).
         force: recompute every stage even when a cached result matches.
         quiet: no progress bars.
@@ -225,13 +249,20 @@ def profile(model: Union[nn.Module, Mapping[str, nn.Module]], x: torch.Tensor, y
         eps: perturbation budget; default RobustBench's for the threat model (Linf 8/255, L2 0.5, L1 12).
         metadata: a JSON-able dict recorded verbatim under ``metrics["metadata"]`` (e.g. the class-folder
             mapping of the data).
+        cache_dir: the stage cache folder, ``<cache_dir>/<model>/<stage>.pt`` (default ``<out>/cache``); several
+            runs (a zoo's comparison report and per-model reports) may share it.
+        model_reports: also write one report per model into ``<out>/models/<model>/`` as soon as the model is done.
+        distribute: ``"images"`` (default) or ``"models"``, see above; the same numbers either way.
+        ranks_per_model: processes per group for ``distribute="models"``; must divide the number of processes.
 
     Returns:
-        :class:`ProfileResult`. ``metrics`` (and metrics.json) record what a reader needs to reproduce
-        and cite the run: ``seed``, ``settings`` (the exact settings of every stage), ``provenance``
-        (library versions, the AutoAttack backend each model used, device and dtype of each model,
-        torch threads, platform) and ``timing``: per model and stage ``{"seconds": wall time of the computation
-        (for a cached stage, of the run that computed it), "cached": bool, "this_run_seconds": float}``.
+        :class:`ProfileResult` (complete on the writing rank, global rank 0). ``metrics`` (and metrics.json)
+        record what a reader needs to reproduce and cite the run: ``seed``, ``settings`` (the exact settings of
+        every stage), ``provenance`` (library versions, the AutoAttack backend each model used, device and dtype
+        of each model, torch threads, platform, ``distribute`` and the global ``ranks`` that profiled each model)
+        and ``timing``: per model and stage ``{"seconds": wall time of the computation (for a cached stage, of
+        the run that computed it), "cached": bool, "this_run_seconds": float, "evaluations",
+        "evaluations_per_rank"}``.
     """
     check_choice(preset, "preset", tuple(_stages.PRESET_NAMES))
     check_images(x, "x")
@@ -243,12 +274,7 @@ def profile(model: Union[nn.Module, Mapping[str, nn.Module]], x: torch.Tensor, y
     metadata = _check_metadata(metadata)
     if num_classes is not None:
         check_positive_int(num_classes, "num_classes")
-    models = dict(model) if isinstance(model, Mapping) else {"model": model}
-    if not models:
-        raise ValueError("`model` must be a module or a non-empty mapping {name: module}")
-    for name, m in models.items():
-        if not isinstance(m, nn.Module):
-            raise TypeError(f"`model` {name!r} must be a torch.nn.Module, got {type(m).__name__}")
+    entries = _model_entries(model)
     known = _stages.stage_names()
     selected = list(known if stages is None else stages)
     for stage in list(selected) + list(skip):
@@ -256,9 +282,23 @@ def profile(model: Union[nn.Module, Mapping[str, nn.Module]], x: torch.Tensor, y
     selected = [s for s in known if s in selected and s not in skip]
     if progress is not None and not isinstance(progress, bool):
         raise TypeError(f"`progress` must be None, True or False, got {type(progress).__name__}")
+    if not isinstance(model_reports, bool):
+        raise TypeError(f"`model_reports` must be True or False, got {type(model_reports).__name__}")
+    check_choice(distribute, "distribute", DISTRIBUTE_MODES)
+    ranks_per_model = check_positive_int(ranks_per_model, "ranks_per_model")
+    processes = torch.distributed.get_world_size() if _dist.active() else 1
+    if distribute == "images" and ranks_per_model != 1:
+        raise ValueError(f"`ranks_per_model` ({ranks_per_model}) applies to distribute='models'; with "
+                         "distribute='images' every model is sharded over all processes")
+    if processes % ranks_per_model:
+        raise ValueError(f"`ranks_per_model` must divide the number of processes ({processes}), got "
+                         f"{ranks_per_model}")
+    if device is not None and str(device) == "cuda":
+        device = _dist.local_device("cuda")  # under torchrun: this process's GPU
     show_progress = progress_enabled(quiet, progress) and _dist.is_writer()
     writer = _dist.is_writer()
     out_dir = None if out is None else Path(out)
+    cache_root = Path(cache_dir) if cache_dir is not None else (None if out_dir is None else out_dir / "cache")
     if out_dir is not None and writer:
         out_dir.mkdir(parents=True, exist_ok=True)
     with torch.inference_mode(False):  # plain tensors even when called under inference_mode
@@ -267,80 +307,181 @@ def profile(model: Union[nn.Module, Mapping[str, nn.Module]], x: torch.Tensor, y
 
     from tqdm.auto import tqdm
 
-    metrics: Dict[str, Any] = {"schema_version": SCHEMA_VERSION, "freqplug_version": __version__, "preset": preset,
-                               "settings": settings,
-                               "threat_model": {"norm": norm, "eps": eps, "eps_is_robustbench_default": eps_is_default,
-                                                "attack": _stages.attack_configuration(settings)["description"]},
-                               "metadata": metadata, "n_examples": int(x.shape[0]), "stages": selected,
-                               "seed": seed,
-                               "provenance": {"versions": library_versions(), "autoattack_backend": {},
-                                              "device": {}, "dtype": {}, "torch_threads": torch.get_num_threads(),
-                                              "platform": platform.platform(),
-                                              "world_size": _dist.world_size()},
-                               "timing": {}, "models": {}}
-    arrays: Dict[str, Dict[str, Dict[str, torch.Tensor]]] = {}
-    cached: Dict[str, List[str]] = {}
-    cuda_devices = sorted({p.device for m in models.values() for p in m.parameters() if p.device.type == "cuda"},
-                          key=str)
+    base: Dict[str, Any] = {"schema_version": SCHEMA_VERSION, "freqplug_version": __version__, "preset": preset,
+                            "settings": settings,
+                            "threat_model": {"norm": norm, "eps": eps, "eps_is_robustbench_default": eps_is_default,
+                                             "attack": _stages.attack_configuration(settings)["description"]},
+                            "metadata": metadata, "n_examples": int(x.shape[0]), "stages": selected,
+                            "seed": seed,
+                            "provenance": {"versions": library_versions(), "autoattack_backend": {},
+                                           "device": {}, "dtype": {}, "torch_threads": torch.get_num_threads(),
+                                           "platform": platform.platform(),
+                                           "world_size": processes, "distribute": distribute,
+                                           "ranks_per_model": ranks_per_model if distribute == "models" else None,
+                                           "ranks": {}},
+                            "timing": {}, "models": {}}
+    eager = [m for m in entries.values() if isinstance(m, nn.Module)]
+    cuda_devices = sorted({p.device for m in eager for p in m.parameters() if p.device.type == "cuda"}, key=str)
     if device is not None and torch.device(device).type == "cuda":
         cuda_devices = sorted(set(cuda_devices) | {torch.device(device)}, key=str)
-    overall = tqdm(total=len(models) * len(selected), desc="freqplug profile", disable=not show_progress,
+    if distribute == "models" and _dist.active():
+        group_index, n_groups, group = _dist.new_groups(ranks_per_model)  # collective: every rank calls it
+    else:
+        group_index, n_groups, group = 0, 1, None
+    mine = [name for i, name in enumerate(entries) if i % n_groups == group_index]
+    overall = tqdm(total=len(mine) * len(selected), desc="freqplug profile", disable=not show_progress,
                    position=0)
     caller_grad = torch.is_grad_enabled()  # inference_mode(False) below turns grad on; stages get the caller's
+
+    def run_model(name: str) -> Optional[Dict[str, Any]]:
+        """Load (if lazy), profile and release one model in the current group; its part on the group's writer."""
+        group_writer = _dist.is_writer()
+        ranks = [_dist._global_rank(r) for r in range(_dist.world_size())]
+        # a loader failing on one rank (a checkpoint missing on one node) stops every rank of the group
+        m = _dist.run_collectively(lambda: _materialize(name, entries[name]))
+        lazy = m is not entries[name]
+        dev = torch.device(device) if device is not None else next(m.parameters()).device
+        try:
+            # a lazily loaded model may sit on a GPU the outer fork did not cover
+            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" and dev not in cuda_devices else []):
+                return _profile_model(name, m, dev, group_writer, ranks)
+        finally:
+            del m
+            if lazy:  # release the model now: a zoo never holds two
+                gc.collect()
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+
+    def _profile_model(name, m, dev, group_writer, ranks):
+        def output_width() -> int:
+            with preserved_model_state(m, eval_mode=True):
+                k = num_classes_of(m, x[:1].to(dev), labels=y, labels_name="y", name=f"model {name!r}")
+            if num_classes is not None and num_classes != k:
+                raise ValueError(f"`num_classes` is {num_classes} but model {name!r} returns {k} logits")
+            return k
+
+        k = _dist.run_collectively(output_width)
+        ctx = _stages.StageContext(model=m, x=x, y=y, settings=settings, device=dev, seed=seed,
+                                   show_progress=show_progress, num_classes=k, done={})
+        model_key = model_digest(m)
+        part: Dict[str, Any] = {
+            "metrics": {}, "arrays": {}, "timing": {}, "cached": [], "backend": None, "ranks": ranks,
+            "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
+            "dtype": str(model_device_dtype(m)[1]).replace("torch.", "")}
+        cache = StageCache(None if cache_root is None or not group_writer else cache_root / _slug(name))
+        for stage_name in selected:
+            overall.set_postfix_str(f"{name}: {stage_name}")
+            started = time.perf_counter()
+            result = _run_stage(_stages.get_stage(stage_name), ctx, m, cache, part["cached"], force,
+                                _stage_key_settings(_stages.get_stage(stage_name), settings),
+                                data_digest, model_key, seed, group_writer, caller_grad)
+            seconds = time.perf_counter() - started
+            if group_writer:
+                ctx.done[stage_name] = result
+                part["metrics"][stage_name] = result["metrics"]
+                part["arrays"][stage_name] = result["arrays"]
+                from_cache = stage_name in part["cached"]
+                computed = result.get("wall_time_s")
+                per_rank = result.get("evaluations_per_rank")
+                part["timing"][stage_name] = {
+                    "seconds": computed if isinstance(computed, float) else round(seconds, 3),
+                    "cached": from_cache, "this_run_seconds": round(seconds, 3),
+                    "evaluations": sum(per_rank) if per_rank is not None else None,
+                    "evaluations_per_rank": per_rank}
+                if stage_name == "autoattack" and "backend" in result["metrics"]:
+                    part["backend"] = result["metrics"]["backend"]
+                logger.info("freqplug profile: model %s, stage %s: %.1f s%s", name, stage_name, seconds,
+                            " (cached)" if from_cache else (" (skipped)" if "skipped" in result["metrics"] else ""))
+            overall.update(1)
+        if not group_writer:
+            return None
+        if model_reports and out_dir is not None:
+            from .render import write_report
+
+            metrics, arrays, cached = _assemble(base, {name: part})
+            write_report(ProfileResult(metrics=metrics, arrays=arrays, cached=cached),
+                         out_dir / "models" / _slug(name), dpi=dpi)
+        return part
+
     # Stages seed the global RNG (attack random starts): fork it so the user's random stream is unchanged.
+    local: Dict[str, Any] = {}
     with torch.random.fork_rng(devices=cuda_devices), torch.inference_mode(False):
         try:
-            for name, m in models.items():
-                dev = torch.device(device) if device is not None else next(m.parameters()).device
-                with preserved_model_state(m, eval_mode=True):
-                    k = num_classes_of(m, x[:1].to(dev), labels=y, labels_name="y", name=f"model {name!r}")
-                if num_classes is not None and num_classes != k:
-                    raise ValueError(f"`num_classes` is {num_classes} but model {name!r} returns {k} logits")
-                ctx = _stages.StageContext(model=m, x=x, y=y, settings=settings, device=dev, seed=seed,
-                                           show_progress=show_progress, num_classes=k, done={})
-                model_key = model_digest(m)
-                metrics["provenance"]["device"][name] = str(dev) + (  # which GPU matters for the wall times
-                    f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "")
-                metrics["provenance"]["dtype"][name] = str(model_device_dtype(m)[1]).replace("torch.", "")
-                metrics["timing"][name] = {}
-                metrics["models"][name] = {}
-                arrays[name] = {}
-                cached[name] = []
-                cache = StageCache(None if out_dir is None or not writer else out_dir / "cache" / _slug(name))
-                for stage_name in selected:
-                    overall.set_postfix_str(f"{name}: {stage_name}")
-                    started = time.perf_counter()
-                    result = _run_stage(_stages.get_stage(stage_name), ctx, m, cache, cached[name], force,
-                                        _stage_key_settings(_stages.get_stage(stage_name), settings),
-                                        data_digest, model_key, seed, writer, caller_grad)
-                    seconds = time.perf_counter() - started
-                    if writer:
-                        ctx.done[stage_name] = result
-                        metrics["models"][name][stage_name] = result["metrics"]
-                        arrays[name][stage_name] = result["arrays"]
-                        from_cache = stage_name in cached[name]
-                        computed = result.get("wall_time_s")
-                        per_rank = result.get("evaluations_per_rank")
-                        metrics["timing"][name][stage_name] = {
-                            "seconds": computed if isinstance(computed, float) else round(seconds, 3),
-                            "cached": from_cache, "this_run_seconds": round(seconds, 3),
-                            "evaluations": sum(per_rank) if per_rank is not None else None,
-                            "evaluations_per_rank": per_rank}
-                        if stage_name == "autoattack" and "backend" in result["metrics"]:
-                            metrics["provenance"]["autoattack_backend"][name] = result["metrics"]["backend"]
-                        logger.info("freqplug profile: model %s, stage %s: %.1f s%s", name, stage_name, seconds,
-                                    " (cached)" if from_cache else (" (skipped)" if "skipped" in result["metrics"]
-                                                                    else ""))
-                    overall.update(1)
+            try:
+                with _dist.use_group(group):
+                    for name in mine:
+                        part = run_model(name)
+                        if part is not None:
+                            local[name] = part
+            except Exception as error:  # noqa: BLE001 (the other groups must not wait for this one)
+                if n_groups > 1:
+                    _dist.synchronize(error)
+                raise
         finally:
             overall.close()
+    if n_groups > 1:  # every group writer's models to global rank 0
+        gathered = _dist.gather_to_writer(local)
+        local = {} if gathered is None else {k: v for d in gathered for k, v in d.items()}
     _dist.barrier()
+    parts = {name: local[name] for name in entries if name in local} if writer else {}
+    metrics, arrays, cached = _assemble(base, parts)
     result = ProfileResult(metrics=metrics, arrays=arrays, out_dir=out_dir, cached=cached)
     if writer and out_dir is not None:
         from .render import write_report
 
         result.files = write_report(result, out_dir, dpi=dpi)
     return result
+
+
+def _model_entries(model) -> Dict[str, ModelEntry]:
+    """``{name: module or loader}`` from :func:`profile`'s ``model``, checked (names distinct as folder names)."""
+    if isinstance(model, nn.Module):
+        return {"model": model}
+    if not isinstance(model, Mapping):
+        raise TypeError(f"`model` must be a torch.nn.Module or a mapping {{name: module or zero-argument callable "
+                        f"returning one}}, got {type(model).__name__}")
+    entries = dict(model)
+    if not entries:
+        raise ValueError("`model` must be a module or a non-empty mapping {name: module}")
+    folders: Dict[str, str] = {}
+    for name, entry in entries.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"`model` names must be non-empty str, got {name!r}")
+        if not isinstance(entry, nn.Module) and not callable(entry):
+            raise TypeError(f"`model` {name!r} must be a torch.nn.Module or a zero-argument callable returning one, "
+                            f"got {type(entry).__name__}")
+        folder = _slug(name)
+        if folder in folders:  # they would share a cache folder and a per-model report
+            raise ValueError(f"`model` names {folders[folder]!r} and {name!r} map to the same folder name "
+                             f"{folder!r} (cache and report); rename one")
+        folders[folder] = name
+    return entries
+
+
+def _materialize(name: str, entry: ModelEntry) -> nn.Module:
+    """The module of a model entry: itself, or what its loader returns (checked)."""
+    if isinstance(entry, nn.Module):
+        return entry
+    module = entry()
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"`model` {name!r} is a loader; it must return a torch.nn.Module, it returned "
+                        f"{type(module).__name__}")
+    return module
+
+
+def _assemble(base: Dict[str, Any], parts: Mapping[str, Dict[str, Any]]):
+    """(metrics, arrays, cached) of a report over ``parts`` (one per model, from :func:`profile`)."""
+    metrics = copy.deepcopy(base)
+    provenance = metrics["provenance"]
+    for name, part in parts.items():
+        metrics["models"][name] = part["metrics"]
+        metrics["timing"][name] = part["timing"]
+        provenance["device"][name] = part["device"]
+        provenance["dtype"][name] = part["dtype"]
+        provenance["ranks"][name] = part["ranks"]
+        if part["backend"] is not None:
+            provenance["autoattack_backend"][name] = part["backend"]
+    return metrics, {n: p["arrays"] for n, p in parts.items()}, {n: list(p["cached"]) for n, p in parts.items()}
 
 
 def _run_stage(stage: _stages.Stage, ctx: _stages.StageContext, model: nn.Module, cache: StageCache,
