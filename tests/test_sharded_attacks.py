@@ -9,6 +9,7 @@ are rerun by hand with torchattacks under :func:`freqplug.eval.point_seed`. Tiny
 import pytest
 import torch
 import torchattacks
+from torch import nn
 from helpers import CountingModel, linear_model
 from helpers.eval import cifar_linear_model, linf_radius
 
@@ -121,22 +122,37 @@ def test_concatenated_curves_equal_one_run_for_deterministic_attacks():
         _concatenate_curves([parts[0], robustness_curve(model, attacks, grid[:2], x[:2], y[:2], **kwargs)], seed=0)
 
 
+def _one_pixel_model():
+    """Class 0 iff pixel (0, 0, 0) > 0.5: near that threshold PGD's random start alone decides the outcome."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2)).double()
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].weight[0, 0], model[1].weight[1, 0] = 1.0, -1.0
+        model[1].bias.copy_(torch.tensor([-0.5, 0.5]))
+    return model
+
+
 def test_concatenated_pgd_curves_recount_the_units_own_random_starts():
-    model, x, y = _curve_setup()
-    pgd = torchattacks.PGD(model, eps=0.05, alpha=0.02, steps=3, random_start=True)
+    model = _one_pixel_model()
+    x = torch.full((10, 3, 8, 8), 0.3, dtype=torch.float64)
+    x[:, 0, 0, 0] = 0.5 + 0.01 * torch.arange(1, 11, dtype=torch.float64)  # all class 0, margins 0.01 ... 0.1
+    y = torch.zeros(10, dtype=torch.long)
+    pgd = torchattacks.PGD(model, eps=0.12, alpha=1e-6, steps=1, random_start=True)
     units = _split(len(x))
-    parts = [robustness_curve(model, {"PGD": pgd}, [0.05], x[idx], y[idx], seed=100 + u, batch_size=4)
+    parts = [robustness_curve(model, {"PGD": pgd}, [0.12], x[idx], y[idx], seed=100 + u, batch_size=4)
              for u, idx in enumerate(units)]
     merged = _concatenate_curves(parts, seed=0)
     robust = []
     for u, idx in enumerate(units):  # by hand: the point's seed, the attack on the unit's images
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(point_seed(100 + u, "PGD", 0.05))
+            torch.manual_seed(point_seed(100 + u, "PGD", 0.12))
             adv = pgd(x[idx], y[idx])
         with torch.no_grad():
             robust.append((model(x[idx]).argmax(1) == y[idx]) & (model(adv).argmax(1) == y[idx]))
-    expected = torch.cat(robust).double().mean()
-    assert merged.accuracy["PGD"][-1] == expected
+    robust = torch.cat(robust)
+    assert 0 < int(robust.sum()) < 9  # the random starts matter here (another seed gives other flags)
+    assert torch.equal(merged.correct["PGD"][0, -1], robust)
+    assert merged.accuracy["PGD"][-1] == robust.double().mean() and merged.accuracy["PGD"][0] == 1.0
     assert merged.auc["PGD"] == auc_normalised(merged.eps, merged.accuracy["PGD"])
 
 
