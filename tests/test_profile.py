@@ -84,10 +84,15 @@ def test_metrics_agree_with_library_functions(fast_report, reference_model, cifa
     assert got["hf_attack"]["success_rate"] == pytest.approx(hf.success.double().mean().item())
     assert got["hf_attack"]["mean_radius"] == pytest.approx(hf.found_radius[hf.success].mean().item())
 
-    aa = AutoAttackRunner(model, norm="Linf", eps=FAST["eps"], seed=0, **FAST["autoattack"]).run(
-        x, y, batch_size=FAST["batch_size"])
-    assert got["autoattack"]["robust_accuracy"] == aa.robust_accuracy
-    _, snr = perturbation_spectrum(x, aa.x_adv)
+    # The fast preset attacks image by image (shard_size 1), each with its unit's seed.
+    from freqplug._distributed import unit_seed
+
+    assert FAST["shard_size"] == 1
+    units = [AutoAttackRunner(model, norm="Linf", eps=FAST["eps"], seed=unit_seed(0, i), **FAST["autoattack"]).run(
+        x[i:i + 1], y[i:i + 1], batch_size=FAST["batch_size"], input_checks=i == 0) for i in range(x.shape[0])]
+    robust = torch.cat([u.robust for u in units])
+    assert got["autoattack"]["robust_accuracy"] == robust.double().mean().item()
+    _, snr = perturbation_spectrum(x, torch.cat([u.x_adv for u in units]))
     assert got["perturbation_spectrum"]["snr_db"] == pytest.approx((10 * torch.log10(snr)).tolist(), rel=1e-5)
 
 

@@ -114,6 +114,52 @@ class AutoAttackResult:
         return self.robust.double().mean().item()
 
 
+def _concatenate_results(results: Sequence[AutoAttackResult]) -> AutoAttackResult:
+    """One :class:`AutoAttackResult` for the concatenation of the parts' points, in the given order.
+
+    The parts are runs of the same evaluation (attacks, version, norm, eps, backend) on consecutive
+    blocks of one data set (the report's units under torch.distributed). Per-point fields are
+    concatenated; ``robust_accuracy_by_attack`` is recomputed from ``broken_by`` over all points
+    (never averaged over parts of unequal size): after attack ``a_k`` it is the fraction of points not
+    broken clean, restored, or by ``a_1 ... a_k``, listed for the attacks a single run would have
+    reached (those with a point still robust before them). ``check_warnings`` is the union of the
+    parts' flags in order of first appearance.
+
+    Raises:
+        ValueError: no parts, or parts of different evaluations.
+    """
+    results = list(results)
+    if not results:
+        raise ValueError("`results` must hold at least one AutoAttackResult, got none")
+    for i, part in enumerate(results):
+        if not isinstance(part, AutoAttackResult):
+            raise TypeError(f"`results[{i}]` must be an AutoAttackResult, got {type(part).__name__}")
+    first = results[0]
+    for i, part in enumerate(results[1:], start=1):
+        for name in ("attacks", "version", "norm", "eps", "backend"):
+            if getattr(part, name) != getattr(first, name):
+                raise ValueError(f"`results[{i}]` comes from another evaluation: its {name} is "
+                                 f"{getattr(part, name)!r}, results[0]'s is {getattr(first, name)!r}")
+    broken_by = [entry for part in results for entry in part.broken_by]
+    clean_correct = torch.cat([part.clean_correct.cpu() for part in results])
+    n = len(broken_by)
+    broken = torch.tensor([entry in (CLEAN, RESTORED) for entry in broken_by], dtype=torch.bool)
+    accuracies = {"clean": clean_correct.double().mean().item()}
+    for attack in first.attacks:
+        if bool(broken.all()):  # a single run stops here: no robust point left for this attack
+            break
+        broken = broken | torch.tensor([entry == attack for entry in broken_by], dtype=torch.bool)
+        accuracies[attack] = (~broken).double().mean().item() if n else float("nan")
+    warnings_seen: list[str] = []
+    for part in results:
+        warnings_seen += [w for w in part.check_warnings if w not in warnings_seen]
+    return AutoAttackResult(
+        x_adv=torch.cat([part.x_adv for part in results]), y_pred=torch.cat([part.y_pred for part in results]),
+        clean_correct=clean_correct, robust=torch.cat([part.robust.cpu() for part in results]),
+        broken_by=broken_by, robust_accuracy_by_attack=accuracies, attacks=first.attacks, version=first.version,
+        norm=first.norm, eps=first.eps, backend=first.backend, check_warnings=tuple(warnings_seen))
+
+
 # --------------------------------------------------------------------------- runner
 class AutoAttackRunner:
     """AutoAttack (Croce & Hein, ICML 2020) with one API over three backends.
@@ -283,7 +329,7 @@ class AutoAttackRunner:
 
     # ----------------------------------------------------------------- run
     def run(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 250,
-            state_path: str | Path | None = None) -> AutoAttackResult:
+            state_path: str | Path | None = None, *, input_checks: bool = True) -> AutoAttackResult:
         """Run the attack cascade (official ``run_standard_evaluation``).
 
         Args:
@@ -293,6 +339,10 @@ class AutoAttackRunner:
             state_path: resumable state file (official ``state_path``): created when absent,
                 resumed when present (attacks already run are skipped; only adversarial
                 examples of the current run are returned, as the official package does).
+            input_checks: run AutoAttack's sanity checks on the first batch before the cascade (7
+                forward passes of it). ``False`` skips them, for runs over many small parts of one
+                data set whose first part already ran them (the sharded report stage); the
+                after-cascade Square check, which costs no model evaluation, always runs.
 
         Returns:
             :class:`AutoAttackResult`; robust accuracy = mean over the N points of
@@ -303,10 +353,12 @@ class AutoAttackRunner:
                 non-finite logits (on clean or adversarial inputs).
         """
         batch_size = self._check(x, y, batch_size)
+        if not isinstance(input_checks, bool):
+            raise TypeError(f"`input_checks` must be a bool, got {type(input_checks).__name__}")
         x_cpu, y_cpu = x.detach().cpu(), y.detach().to("cpu", torch.long)
         with preserved_model_state(self.model, eval_mode=True, freeze=True, fork_rng=True):
             seen: list[str] = []
-            self._prepare(x_cpu, y_cpu, batch_size, self.attacks, seen)
+            self._prepare(x_cpu, y_cpu, batch_size, self.attacks, seen, input_checks=input_checks)
             result = self._cascade(x_cpu, y_cpu, batch_size, self.attacks, state_path, seen)
         return self._to_caller(result, x, y)
 
@@ -329,7 +381,7 @@ class AutoAttackRunner:
                     self._cascade(x_cpu, y_cpu, batch_size, (attack,), None, seen), x, y)
         return results
 
-    def _prepare(self, x_cpu, y_cpu, batch_size, attacks, seen: list[str]) -> None:
+    def _prepare(self, x_cpu, y_cpu, batch_size, attacks, seen: list[str], *, input_checks: bool = True) -> None:
         """Check the model's output and the labels on one image, then run AutoAttack's checks."""
         example = x_cpu[:1].to(device=self.device, dtype=self.dtype)
         num_classes = num_classes_of(self.model, example, labels=y_cpu, labels_name="y")
@@ -340,7 +392,8 @@ class AutoAttackRunner:
         budget = self.evaluation_estimate(x_cpu.shape[0], num_classes, attacks=attacks)
         self._log("budget: at most about {:,} model evaluations for {} points ({})".format(
             sum(budget.values()), x_cpu.shape[0], ", ".join(f"{a} {n:,}" for a, n in budget.items())))
-        self._surface_checks(self._input_checks(x_cpu, y_cpu, batch_size, attacks), seen)
+        if input_checks:
+            self._surface_checks(self._input_checks(x_cpu, y_cpu, batch_size, attacks), seen)
 
     def evaluation_estimate(self, num_points: int, num_classes: int = 10,
                             attacks: Sequence[str] | None = None) -> dict[str, int]:

@@ -96,6 +96,11 @@ class RobustnessCurve:
     seed: int
     n_evaluations: int
     resumed_points: List[Tuple[str, Optional[float]]] = field(default_factory=list)
+    #: Per image, what the curves are means of (not in :meth:`to_dict`): ``{attack: (M, E, N) bool}``, image
+    #: n classified correctly clean and at eps_j by evaluated model m (model first, then the defenses).
+    correct: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    #: ``{HF attack: (N,) float64}`` radius at which it succeeded (NaN: no success), for :attr:`hf_radius`.
+    hf_found_radius: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def curves(self) -> List[Tuple[str, str, torch.Tensor]]:
         """``[(attack, evaluated model, accuracy (E,))]``: the undefended curves, then each defense's."""
@@ -352,10 +357,13 @@ def robustness_curve(model, attacks: Mapping[str, Any], eps_grid, x: torch.Tenso
     num_models = len(evaluators)
     positive = [float(e) for e in eps[1:]]
 
-    key = {"inputs": digest(x), "labels": digest(y), "model": model_digest(model),
-           "defenses": digest({d: model_digest(m) for d, m in defenses.items()}),
-           "attacks": digest({a: _attack_config(att) for a, att in attacks.items()}),
-           "seed": str(seed), "norm": norm, "batch_size": str(batch_size)}
+    # The resume file's key hashes every weight: only computed when there is a file (the report calls this
+    # once per unit of images, where hashing a large model each time would cost more than the unit).
+    key = {} if resume is None else {
+        "inputs": digest(x), "labels": digest(y), "model": model_digest(model),
+        "defenses": digest({d: model_digest(m) for d, m in defenses.items()}),
+        "attacks": digest({a: _attack_config(att) for a, att in attacks.items()}),
+        "seed": str(seed), "norm": norm, "batch_size": str(batch_size)}
     state = _State(resume, key)
 
     def todo(name, point_eps):
@@ -421,12 +429,12 @@ def robustness_curve(model, attacks: Mapping[str, Any], eps_grid, x: torch.Tenso
         clean_correct = clean["correct"]  # (M, N)
         bar.update(1)
 
-        per_point: Dict[str, torch.Tensor] = {}  # attack -> (M, E) accuracy
-        hf_radius: Dict[str, Dict[str, torch.Tensor]] = {}
+        flags: Dict[str, torch.Tensor] = {}  # attack -> (M, E, N) correct clean and at each eps
+        hf_points: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
         kinds: Dict[str, str] = {}
         for name, attack in attacks.items():
-            accuracy = torch.empty(num_models, len(eps), dtype=torch.float64)
-            accuracy[:, 0] = clean_correct.double().mean(dim=1)
+            accuracy = torch.empty(num_models, len(eps), n, dtype=torch.bool)
+            accuracy[:, 0] = clean_correct
             if not hasattr(attack, "eps"):
                 kinds[name] = "minimum-norm"
                 point = state.get(name, None)
@@ -443,9 +451,9 @@ def robustness_curve(model, attacks: Mapping[str, Any], eps_grid, x: torch.Tenso
                 broken = ~point["correct"]  # (M, N)
                 for j, e in enumerate(positive, start=1):
                     fooled = broken & (point["distance"] <= e)[None]
-                    accuracy[:, j] = (clean_correct & ~fooled).double().mean(dim=1)
+                    accuracy[:, j] = clean_correct & ~fooled
                 if "found_radius" in point:
-                    hf_radius[name] = _hf_radius_curve(point["radii"], point["found_radius"], clean_correct[0])
+                    hf_points[name] = (point["radii"], point["found_radius"])
                 bar.update(1)
             else:
                 kinds[name] = "eps"
@@ -460,11 +468,25 @@ def robustness_curve(model, attacks: Mapping[str, Any], eps_grid, x: torch.Tenso
                         state.put(name, e, point)
                     elif e not in missing:
                         resumed.append((name, e))
-                    accuracy[:, j] = (clean_correct & point["correct"]).double().mean(dim=1)
+                    accuracy[:, j] = clean_correct & point["correct"]
                     bar.update(1)
-            per_point[name] = accuracy
+            flags[name] = accuracy
 
-    names = list(evaluators)
+    return _curve_from_flags(eps, list(evaluators), flags, hf_points, kinds, norm=norm, seed=seed,
+                             n_evaluations=spent, resumed_points=resumed)
+
+
+def _curve_from_flags(eps: torch.Tensor, names: List[str], flags: Dict[str, torch.Tensor],
+                      hf_points: Dict[str, Tuple[torch.Tensor, torch.Tensor]], kinds: Dict[str, str], *, norm: str,
+                      seed: int, n_evaluations: int, resumed_points) -> RobustnessCurve:
+    """The curves as means over images of per-image flags (the one place accuracies and AUCs are computed).
+
+    Args:
+        eps: (E,) grid; names: evaluated models, ``"model"`` first; flags: ``{attack: (M, E, N) bool}``;
+        hf_points: ``{HF attack: (radii (R,), found radius (N,))}``; the rest as :class:`RobustnessCurve`.
+    """
+    per_point = {a: f.double().mean(dim=2) for a, f in flags.items()}  # (M, E) accuracy
+    clean_correct = next(iter(flags.values()))[:, 0]  # (M, N), the same for every attack
     return RobustnessCurve(
         eps=eps,
         accuracy={a: acc[0] for a, acc in per_point.items()},
@@ -473,8 +495,51 @@ def robustness_curve(model, attacks: Mapping[str, Any], eps_grid, x: torch.Tenso
         defended_auc={d: {a: auc_normalised(eps, acc[i]) for a, acc in per_point.items()}
                       for i, d in enumerate(names) if i},
         clean_accuracy={d: float(clean_correct[i].double().mean()) for i, d in enumerate(names)},
-        kinds=kinds, hf_radius=hf_radius, norm=norm, n_images=n, seed=seed, n_evaluations=spent,
-        resumed_points=resumed)
+        kinds=kinds, hf_radius={a: _hf_radius_curve(r, found, clean_correct[0]) for a, (r, found) in hf_points.items()},
+        norm=norm, n_images=clean_correct.shape[1], seed=seed, n_evaluations=n_evaluations,
+        resumed_points=list(resumed_points), correct=flags,
+        hf_found_radius={a: found for a, (_, found) in hf_points.items()})
+
+
+def _concatenate_curves(parts: Sequence[RobustnessCurve], *, seed: int) -> RobustnessCurve:
+    """One :class:`RobustnessCurve` for the images of all ``parts`` (runs on consecutive blocks of one data set
+    with the same attacks, defenses, grid and norm), in the given order.
+
+    Accuracies, AUCs and the HF radius curves are recomputed from the concatenated per-image flags (never
+    averaged over parts of unequal size), so they equal a single run whose attacks drew the parts' random
+    numbers. ``n_evaluations`` is the parts' sum; ``seed`` is recorded as the combined run's seed (the parts
+    were seeded from it, e.g. with :func:`freqplug._distributed.unit_seed`).
+
+    Raises:
+        ValueError: no parts, or parts of different evaluations (grid, attacks, evaluated models, norm, HF radii).
+    """
+    parts = list(parts)
+    if not parts:
+        raise ValueError("`parts` must hold at least one RobustnessCurve, got none")
+    first = parts[0]
+    for i, part in enumerate(parts):
+        if not isinstance(part, RobustnessCurve):
+            raise TypeError(f"`parts[{i}]` must be a RobustnessCurve, got {type(part).__name__}")
+        if not part.correct:
+            raise ValueError(f"`parts[{i}]` has no per-image flags (`correct`); it was not made by robustness_curve")
+        for what, value, expected in (("eps grid", part.eps.tolist(), first.eps.tolist()),
+                                      ("attacks", part.kinds, first.kinds), ("norm", part.norm, first.norm),
+                                      ("evaluated models", list(part.clean_accuracy), list(first.clean_accuracy))):
+            if value != expected:
+                raise ValueError(f"`parts[{i}]` comes from another evaluation: its {what} is {value!r}, "
+                                 f"parts[0]'s is {expected!r}")
+        for a in part.hf_radius:
+            if not torch.equal(part.hf_radius[a]["radius"], first.hf_radius[a]["radius"]):
+                raise ValueError(f"`parts[{i}]` scanned other radii with {a!r} than parts[0]")
+    flags = {a: torch.cat([part.correct[a] for part in parts], dim=2) for a in first.correct}
+    hf_points = {a: (first.hf_radius[a]["radius"], torch.cat([part.hf_found_radius[a] for part in parts]))
+                 for a in first.hf_radius}
+    resumed: List[Tuple[str, Optional[float]]] = []
+    for part in parts:
+        resumed += [p for p in part.resumed_points if p not in resumed]
+    return _curve_from_flags(first.eps, list(first.clean_accuracy), flags, hf_points, dict(first.kinds),
+                             norm=first.norm, seed=seed, n_evaluations=sum(p.n_evaluations for p in parts),
+                             resumed_points=resumed)
 
 
 def _at_eps(attack, eps: float, run: Callable[[], torch.Tensor]) -> torch.Tensor:

@@ -51,6 +51,25 @@ def masked_noise_table(model, attack: Attack, x: torch.Tensor, y: torch.Tensor, 
         ``{"x": e, "x+delta": e, "x+delta_low": e, "x+delta_high": e, "x+delta_PFC": e, "x+delta_NFC": e}``,
         error rates in [0, 1] (only the requested masks, in the order given).
     """
+    correct = _masked_noise_correct(model, attack, x, y, masks=masks, shapley=shapley, shapley_kwargs=shapley_kwargs,
+                                    low_threshold=low_threshold, high_threshold=high_threshold, project=project,
+                                    batch_size=batch_size)
+    return _error_rates(correct)
+
+
+def _error_rates(correct: Dict[str, torch.Tensor]) -> Dict[str, float]:
+    """``{name: fraction of False}`` of per-image correctness flags ``{name: (N,) bool}`` (the table's rows)."""
+    return {name: float((~flags).double().mean()) for name, flags in correct.items()}
+
+
+def _masked_noise_correct(model, attack: Attack, x: torch.Tensor, y: torch.Tensor, *,
+                          masks=("low", "high", "positive", "negative"), shapley=None, shapley_kwargs=None,
+                          low_threshold: float = LOW_THRESHOLD, high_threshold: float = HIGH_THRESHOLD,
+                          project: bool = False, batch_size: int = 256) -> Dict[str, torch.Tensor]:
+    """:func:`masked_noise_table` per image: ``{row name: (N,) bool, classified correctly}`` on CPU, same keys.
+
+    The report's sharded stage calls it per unit of images and takes the error rates of the concatenated flags.
+    """
     if not isinstance(attack, Attack):
         raise TypeError(f"`attack` must be a torchattacks.Attack, got {type(attack).__name__}")
     check_images(x, "x")
@@ -84,7 +103,6 @@ def masked_noise_table(model, attack: Attack, x: torch.Tensor, y: torch.Tensor, 
                                                       high_threshold=high_threshold, device=x.device)
         result = evaluate_masked_perturbations(model, x, y, adv, masks=mask_tensors, bands=False,
                                                project_eps=eps, batch_size=batch_size)
-    errors = result.error_rate()
-    table = {"x": errors["clean"], "x+delta": errors["full"]}
-    table.update({name: errors[name] for name in mask_tensors})
-    return table
+    correct = {"x": result.correct["clean"], "x+delta": result.correct["full"]}
+    correct.update({name: result.correct[name] for name in mask_tensors})
+    return correct

@@ -327,19 +327,41 @@ def _title_autoattack(settings) -> str:
 
 
 def _run_autoattack(ctx: StageContext):
-    from ..eval import AutoAttackRunner
+    """AutoAttack per unit of ``shard_size`` images (:func:`freqplug._distributed.map_units`).
 
-    runner = AutoAttackRunner(ctx.model, norm=ctx.settings["norm"], eps=ctx.settings["eps"], seed=ctx.seed,
-                              device=ctx.device, show_progress=ctx.show_progress, **ctx.own)
-    result = runner.run(ctx.x, ctx.y, batch_size=ctx.batch_size)
+    Unit u is attacked alone by an :class:`~freqplug.eval.AutoAttackRunner` seeded with
+    ``unit_seed(seed, u)`` (every attack's random start), so its result does not depend on the number of
+    processes. AutoAttack's input sanity checks run once, on unit 0 (they cost 7 forwards of a batch; the
+    after-cascade Square check is free and runs per unit). Each unit also spends one forward of one image to
+    check the model's output width. The writer concatenates the units in order
+    (:func:`freqplug.eval.autoattack_runner._concatenate_results`): robust accuracy after each attack is
+    recounted from ``broken_by`` over all images, check warnings are the union in order.
+    """
+    from ..eval import AutoAttackRunner
+    from ..eval.autoattack_runner import _concatenate_results
+
+    def attack(u, idx):
+        runner = AutoAttackRunner(ctx.model, norm=ctx.settings["norm"], eps=ctx.settings["eps"],
+                                  seed=_dist.unit_seed(ctx.seed, u), device=ctx.device,
+                                  show_progress=ctx.show_progress, **ctx.own)
+        part = runner.run(ctx.x[idx], ctx.y[idx], batch_size=ctx.batch_size, input_checks=u == 0)
+        part.x_adv, part.y_pred = part.x_adv.detach().cpu(), part.y_pred.cpu()  # gathered through pickling
+        return part
+
+    parts = _dist.map_units(ctx.n, ctx.unit_size, attack)
+    if parts is None:
+        return None
+    result = _concatenate_results(parts)
     configuration = attack_configuration(ctx.settings)
     return {"metrics": {"clean_accuracy": result.clean_accuracy, "robust_accuracy": result.robust_accuracy,
                         "robust_accuracy_by_attack": dict(result.robust_accuracy_by_attack),
                         "attacks": list(result.attacks), "version": result.version, "norm": result.norm,
                         "eps": result.eps, "backend": result.backend,
                         "configuration": configuration["description"],
-                        "standard_evaluation": configuration["standard"]},
-            "arrays": {"x_adv": result.x_adv.detach().cpu(), "robust": result.robust.cpu()}}
+                        "standard_evaluation": configuration["standard"],
+                        "check_warnings": list(result.check_warnings)},
+            "arrays": {"x_adv": result.x_adv.detach().cpu(), "robust": result.robust.cpu(),
+                       "y_pred": result.y_pred.cpu()}}
 
 
 def _rows_autoattack(m) -> Rows:
@@ -360,6 +382,12 @@ def _comparison_label_autoattack(settings) -> str:
 
 # ------------------------------------------------------------------------------------------ perturbation spectrum
 def _run_perturbation_spectrum(ctx: StageContext):
+    """RCT and spectral SNR of AutoAttack's perturbations, on the writer only (not sharded, on purpose).
+
+    It makes no model evaluation (two FFTs/DCTs of N images), and its input, the gathered ``x_adv`` of the
+    autoattack stage, exists on the writer alone (``ctx.done``); sharding would first send every rank
+    the images it then sends back as spectra sums, for a cost the writer pays in well under a second.
+    """
     from ..eval import perturbation_spectrum
 
     x_adv = ctx.done["autoattack"]["arrays"]["x_adv"]
@@ -387,9 +415,14 @@ def _rows_perturbation_spectrum(m) -> Rows:
 
 # ------------------------------------------------------------------------------------------ masked noise
 def _run_masked_noise(ctx: StageContext):
+    """Chen2022 Fig. 6's table per unit of ``shard_size`` images (:func:`freqplug._distributed.map_examples`).
+
+    Unit u's PGD random start is drawn after ``torch.manual_seed(unit_seed(seed, u))`` (in a fork of the global
+    RNG); the error rates are recounted on the writer from every image's correctness flags.
+    """
     import torchattacks
 
-    from ..eval import masked_noise_table
+    from ..eval.masked_noise import _error_rates, _masked_noise_correct
 
     s, eps, norm = ctx.own, ctx.settings["eps"], ctx.settings["norm"]
     if norm == "Linf":
@@ -399,12 +432,22 @@ def _run_masked_noise(ctx: StageContext):
     else:  # torchattacks has no L1 PGD; an Linf table would be reported under the wrong threat model
         return {"metrics": {"skipped": f"no PGD for threat model {norm} in torchattacks"}, "arrays": {}}
     k = ctx.n if s["n_images"] is None else min(s["n_images"], ctx.n)
-    # PGD's random start draws from the global RNG: seeded for reproducibility inside a fork (profile() also
-    # forks the global RNG around all stages, devices included), so the user's random stream is untouched.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(ctx.seed)
-        table = masked_noise_table(ctx.model, pgd, ctx.x[:k], ctx.y[:k], batch_size=ctx.batch_size,
-                                   shapley={"players": s["players"], "n_samples": s["n_samples"], "seed": ctx.seed})
+    devices = [ctx.device] if torch.device(ctx.device).type == "cuda" else []
+
+    def unit(u, idx):
+        # PGD's random start draws from the global RNG: seeded per unit inside a fork (profile() also forks the
+        # global RNG around all stages), so a unit's draws do not depend on the ranks and the user's stream is
+        # untouched. The PFC/NFC Shapley masks are per image, estimated with the run's seed.
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(_dist.unit_seed(ctx.seed, u))
+            return _masked_noise_correct(ctx.model, pgd, ctx.x[idx], ctx.y[idx], batch_size=ctx.batch_size,
+                                         shapley={"players": s["players"], "n_samples": s["n_samples"],
+                                                  "seed": ctx.seed})
+
+    gathered = _dist.map_examples(k, ctx.unit_size, lambda idx: unit(idx[0] // ctx.unit_size, idx))
+    if gathered is None:
+        return None
+    table = _error_rates(gathered)  # error rates of all k images, recounted from the per-image flags
     return {"metrics": {"error_rate": table, "n_images": k, "attack": f"PGD ({norm}, eps={format_eps(eps, norm)}, "
                                                                        f"{s['pgd_steps']} steps, random start)"},
             "arrays": {}}
@@ -697,7 +740,15 @@ def _curve_defenses(ctx: StageContext):
 
 
 def _run_robustness_curve(ctx: StageContext):
+    """Robustness curves per unit of ``shard_size`` images (:func:`freqplug._distributed.map_units`).
+
+    Unit u runs :func:`freqplug.eval.robustness_curve` with seed ``unit_seed(seed, u)`` (each point's random
+    start then comes from ``point_seed(unit_seed(seed, u), attack, eps)``); the writer concatenates the units'
+    per-image flags and recomputes accuracies, AUCs and the HF radius curves from them
+    (:func:`freqplug.eval.curves._concatenate_curves`); ``seed`` in the metrics is the run's.
+    """
     from ..eval import robustness_curve
+    from ..eval.curves import _concatenate_curves
 
     s, eps = ctx.own, ctx.settings["eps"]
     attacks = _curve_attacks(ctx)
@@ -706,9 +757,17 @@ def _run_robustness_curve(ctx: StageContext):
                 "arrays": {}}
     k = ctx.n if s["n_images"] is None else min(s["n_images"], ctx.n)
     grid = [eps * f for f in s["eps_fractions"]]
-    result = robustness_curve(ctx.model, attacks, grid, ctx.x[:k].to(ctx.device), ctx.y[:k].to(ctx.device),
-                              defenses=_curve_defenses(ctx), norm=ctx.settings["norm"], batch_size=ctx.batch_size,
-                              seed=ctx.seed, show_progress=ctx.show_progress)
+    defenses = _curve_defenses(ctx)
+
+    def unit(u, idx):
+        return robustness_curve(ctx.model, attacks, grid, ctx.x[idx].to(ctx.device), ctx.y[idx].to(ctx.device),
+                                defenses=defenses, norm=ctx.settings["norm"], batch_size=ctx.batch_size,
+                                seed=_dist.unit_seed(ctx.seed, u), show_progress=ctx.show_progress)
+
+    parts = _dist.map_units(k, ctx.unit_size, unit)
+    if parts is None:
+        return None
+    result = _concatenate_curves(parts, seed=ctx.seed)
     metrics = result.to_dict()
     arrays = {"eps": result.eps}
     for attack, model_name, accuracy in result.curves():
