@@ -89,7 +89,12 @@ def profile_metrics(out: Path, world: int, fail_rank: Optional[int] = None, **kw
     """metrics.json of a profile run in ``world`` processes (1: this process, no torch.distributed)."""
     out = Path(out)
     if world == 1 and fail_rank is None:
-        run_profile(str(out), **kwargs)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as in the worker processes: float sums may depend on the thread count
+        try:
+            run_profile(str(out), **kwargs)
+        finally:
+            torch.set_num_threads(threads)
     else:
         mp.spawn(_worker, args=(world, free_port(), str(out), kwargs, fail_rank), nprocs=world, join=True)
     path = out / "metrics.json"
