@@ -29,12 +29,14 @@ Cost = Dict[str, Any]
 
 
 class _StandIn(nn.Module):
-    """A module to build attack/attribution objects on when only their budgets are read (never called)."""
+    """A module to build attack/attribution objects on when only their budgets are read (never called). It has a
+    first convolution, as the image classifiers the report is for: the robustness_curve stage adds Wang2020b's D2
+    defense (low-passed first-layer kernels) only for models with a Conv2d."""
 
-    def __init__(self, num_classes: int):
+    def __init__(self, num_classes: int, in_channels: int = 3):
         super().__init__()
         self.num_classes = num_classes
-        self.weight = nn.Parameter(torch.zeros(1))
+        self.conv = nn.Conv2d(in_channels, 1, 3)
 
     def forward(self, x):  # pragma: no cover - a cost estimate never runs the model
         raise RuntimeError("the cost estimate's stand-in model must not be evaluated")
@@ -185,8 +187,9 @@ def cost_classwise(settings, n_images, image_shape, num_classes) -> Cost:
 
 
 def cost_corruptions(settings, n_images, image_shape, num_classes) -> Cost:
-    """:func:`freqplug.eval.corruption_robustness`'s count: k (1 + corruptions x severities); 0 when the stage is
-    skipped (imagecorruptions missing, images below 32x32 or not 1/3 channels)."""
+    """:func:`freqplug.eval.corruption_robustness`'s count, k (1 + corruptions x severities), plus its output-width
+    check (one forward of one image); 0 when the stage is skipped (imagecorruptions missing, images below 32x32 or
+    not 1/3 channels)."""
     from .._optional import available
 
     own = settings["corruptions"]
@@ -194,7 +197,8 @@ def cost_corruptions(settings, n_images, image_shape, num_classes) -> Cost:
     if not available("imagecorruptions") or height < 32 or width < 32 or c not in (1, 3):
         return {"evaluations": 0, "exact": True, "images": 0}
     k = _subset(own["n_images"], n_images)
-    return {"evaluations": k * (1 + len(own["corruptions"]) * len(own["severities"])), "exact": True, "images": k}
+    return {"evaluations": 1 + k * (1 + len(own["corruptions"]) * len(own["severities"])), "exact": True,
+            "images": k}
 
 
 def _estimate_context(settings, stage: str, n: int, image_shape, num_classes):
@@ -202,7 +206,7 @@ def _estimate_context(settings, stage: str, n: int, image_shape, num_classes):
     from .stages import StageContext
 
     x = torch.zeros((1,) + tuple(image_shape)).expand((n,) + tuple(image_shape))
-    return StageContext(model=_StandIn(num_classes), x=x, y=torch.zeros(n, dtype=torch.long), settings=dict(settings),
+    return StageContext(model=_StandIn(num_classes, image_shape[0]), x=x, y=torch.zeros(n, dtype=torch.long), settings=dict(settings),
                         device=torch.device("cpu"), seed=0, show_progress=False, num_classes=num_classes, done={},
                         stage=stage)
 
