@@ -206,9 +206,9 @@ def _estimate_context(settings, stage: str, n: int, image_shape, num_classes):
     from .stages import StageContext
 
     x = torch.zeros((1,) + tuple(image_shape)).expand((n,) + tuple(image_shape))
-    return StageContext(model=_StandIn(num_classes, image_shape[0]), x=x, y=torch.zeros(n, dtype=torch.long), settings=dict(settings),
-                        device=torch.device("cpu"), seed=0, show_progress=False, num_classes=num_classes, done={},
-                        stage=stage)
+    return StageContext(model=_StandIn(num_classes, image_shape[0]), x=x, y=torch.zeros(n, dtype=torch.long),
+                        settings=dict(settings), device=torch.device("cpu"), seed=0, show_progress=False,
+                        num_classes=num_classes, done={}, stage=stage)
 
 
 # ------------------------------------------------------------------------------------------ the table
