@@ -12,8 +12,8 @@ import sys
 # Eager on purpose: ``profile`` is both a submodule and the function exported here, and a lazy name would be
 # shadowed by the submodule once anything imported it. ``import freqplug`` stays lazy (it does not import report).
 from . import stages
-from .costs import CostEstimate, estimate_cost
 from .comparison import CorrelationRow, CrossModelCorrelation, cross_model_correlation, profile_measures
+from .estimate import CostEstimate, estimate_cost
 from .profile import SCHEMA_VERSION, ProfileResult, input_jacobians, profile
 from .render import write_report
 from .stages import Stage, StageContext

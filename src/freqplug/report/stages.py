@@ -748,6 +748,40 @@ def _rows_classwise(m) -> Rows:
     return rows
 
 
+def _cost_robustness_curve(settings, n_images, image_shape, num_classes) -> Dict[str, Any]:
+    """Upper bound from the stage's own attacks and defenses (built on a stand-in model) and the per-attack run
+    cost :func:`freqplug.eval.curves._attack_forwards` uses for its budget check: every point evaluates every
+    model (undefended + defenses) once, FGSM is run once for the whole grid, the other attacks once per eps."""
+    from ..eval.curves import _attack_forwards, _is_plain_fgsm
+
+    own = settings["robustness_curve"]
+    k = costs._subset(own["n_images"], n_images)
+    ctx = _cost_context(settings, "robustness_curve", k, image_shape, num_classes)
+    attacks = _curve_attacks(ctx)
+    if not attacks:
+        return {"evaluations": 0, "exact": True, "images": 0}
+    num_models = 1 + len(_curve_defenses(ctx))
+    positive = [f for f in own["eps_fractions"] if f > 0]
+    total = num_models * k
+    for attack in attacks.values():
+        run = _attack_forwards(attack, k, image_shape[-2], image_shape[-1])
+        if not hasattr(attack, "eps"):
+            total += run + num_models * k
+        elif _is_plain_fgsm(attack):
+            total += run + num_models * k * len(positive)
+        else:
+            total += len(positive) * (run + num_models * k)
+    return {"evaluations": total, "exact": False, "images": k}
+
+
+def _cost_context(settings, stage: str, n: int, image_shape, num_classes):
+    """A StageContext on a stand-in model and a zero-stride image batch (no memory for n images)."""
+    x = torch.zeros((1,) + tuple(image_shape)).expand((n,) + tuple(image_shape))
+    return StageContext(model=costs._StandIn(num_classes, image_shape[0]), x=x, y=torch.zeros(n, dtype=torch.long),
+                        settings=dict(settings), device=torch.device("cpu"), seed=0, show_progress=False,
+                        num_classes=num_classes, done={}, stage=stage)
+
+
 def _register_curves_stages() -> None:
     from . import plots_curves
 
@@ -764,7 +798,7 @@ def _register_curves_stages() -> None:
          "gpu": {"n_images": None, "eps_fractions": [0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0], "pgd_steps": 20,
                  "hf_step": 1.0, "d1_radius": 12.0, "d2_radius": 1.2}},
         _run_robustness_curve, _rows_robustness_curve, plots_curves.plot_robustness_curve_stage, needs_grad=True,
-        sharded=True, cost=costs.cost_robustness_curve,
+        sharded=True, cost=_cost_robustness_curve,
         comparison=(("PGD normalised AUC", lambda m: m.get("auc", {}).get("PGD")),)))
     register(Stage(
         "classwise", "Class-wise frequency analysis",
