@@ -220,3 +220,36 @@ def test_several_models_get_a_comparison_table_and_overlaid_curves(cifar_samples
     for stage in STAGES:
         assert stage in result.metrics["models"]["tiny1"]
     assert all(p.read_bytes().startswith(PNG_MAGIC) for p in tmp_path.glob("*.png"))
+
+
+@pytest.mark.slow
+def test_estimated_cost_matches_the_counted_evaluations(fast_report):
+    """The forward hook of profile() counted every stage's model evaluations: an exact estimate equals the count,
+    an upper bound (attacks stop early) is not below it."""
+    from freqplug.report import estimate_cost
+
+    timing = json.loads((fast_report / "metrics.json").read_text())["timing"]["embedded"]
+    estimate = estimate_cost("fast", n_images=20, image_shape=(3, 32, 32), num_classes=10)
+    assert set(estimate.rows) == set(STAGES)
+    for stage, row in estimate.rows.items():
+        counted = timing[stage]["evaluations"]
+        if row["exact"]:
+            assert counted == row["evaluations"], stage
+        else:
+            assert 0 < counted <= row["evaluations"], stage
+
+
+def test_profile_estimate_prints_the_cost_table_without_loading_anything(capsys, monkeypatch):
+    import freqplug.cli as cli
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("--estimate must not load a model or data")
+
+    monkeypatch.setattr(cli, "_load_models", no_loading)
+    monkeypatch.setattr(cli, "_load_data", no_loading)
+    assert main(["profile", "--estimate", "--preset", "gpu", "--dataset", "imagenet", "--n-examples", "5000",
+                 "--only", "clean_accuracy", "--only", "occluded_frequency"]) == 0
+    out = capsys.readouterr().out
+    assert "5000 images of 3x224x224, 1000 classes" in out
+    assert re.search(r"clean_accuracy\s+5,000\s", out)
+    assert "autoattack" not in out and "total per model" in out

@@ -51,7 +51,8 @@ def test_exports_are_computed_from_the_records():
     records = stages.registered()
     assert report.STAGES == tuple(r.name for r in records) == stages.BUILTIN_STAGES
     assert report.SHARDED_STAGES == tuple(r.name for r in records if r.sharded)
-    assert set(report.SHARDED_STAGES) == {"clean_accuracy", "frequency_bias", "hf_attack", "band_shapley"}
+    # issue 13: every stage with per-example work is split across ranks (the spectra of x_adv need no model)
+    assert set(report.SHARDED_STAGES) == set(report.STAGES) - {"perturbation_spectrum"}
     assert report.DESCRIPTIONS == {r.name: r.description for r in records}
     for preset in stages.PRESET_NAMES:
         assert {k: v for k, v in report.PRESETS[preset].items() if k in report.STAGES} == {
@@ -134,3 +135,60 @@ def test_layering_has_no_cycle_and_no_name_lookup():
     assert _imports(REPORT_DIR / "plots.py") == set()
     for path in REPORT_DIR.glob("*.py"):
         assert "globals()" not in path.read_text(), path.name
+
+
+# ------------------------------------------------------------------------------------------ cost per stage
+def _toy_cost(settings, n_images, image_shape, num_classes):
+    return {"evaluations": n_images, "exact": True, "images": n_images}  # _run_toy: one forward of every image
+
+
+def test_every_builtin_stage_has_a_cost_and_a_registered_cost_is_what_profile_counts(small):
+    assert all(callable(stages.get_stage(name).cost) for name in stages.BUILTIN_STAGES)
+    model, x, y = small
+    with registered(toy_stage(cost=_toy_cost)):
+        result = profile(model, x, y, out=None, preset="fast", stages=["clean_accuracy", "toy_stage"], quiet=True)
+        estimate = report.estimate_cost("fast", n_images=4, stages=["clean_accuracy", "toy_stage"])
+    timing = result.metrics["timing"]["model"]
+    assert {s: timing[s]["evaluations"] for s in timing} == {s: r["evaluations"] for s, r in estimate.rows.items()}
+    assert estimate.total == 8 and estimate.exact
+
+
+def test_register_refuses_a_cost_that_is_not_callable():
+    with pytest.raises(TypeError, match="stage.cost"):
+        stages.register(toy_stage(cost=12))
+    assert "toy_stage" not in stages.stage_names()
+
+
+def test_estimate_cost_counts_designs_and_splits_sharded_stages_by_units():
+    # band Shapley with 3 bands is exact: 2^3 coalitions per image; clean accuracy one forward per image
+    estimate = report.estimate_cost("fast", n_images=20, stages=["clean_accuracy", "band_shapley"],
+                                    overrides={"band_shapley": {"num_bands": 3}}, world_size=3)
+    assert estimate.rows["band_shapley"]["evaluations"] == 2 ** 3 * 20
+    # shard_size 1 (fast): image i on rank i % 3, so ranks hold 7, 7 and 6 images
+    assert estimate.rows["clean_accuracy"]["per_rank"] == [7, 7, 6]
+    assert estimate.rows["band_shapley"]["per_rank"] == [56, 56, 48]
+    table = estimate.format()
+    assert "band_shapley" in table and "160" in table and "3 process(es)" in table
+    # an attack's count is a bound; an ImageNet-sized run costs more occlusions (more DCT rings)
+    assert not report.estimate_cost("fast", n_images=4, stages=["autoattack"]).rows["autoattack"]["exact"]
+    small_rings = report.estimate_cost("gpu", n_images=4, stages=["occluded_frequency"]).total
+    large_rings = report.estimate_cost("gpu", n_images=4, image_shape=(3, 224, 224), num_classes=1000,
+                                       stages=["occluded_frequency"]).total
+    assert large_rings > small_rings > 4
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"stages": ["no_such_stage"]}, ValueError, "stages"),
+    ({"n_images": 0}, ValueError, "n_images"),
+    ({"image_shape": (32, 32)}, ValueError, "image_shape"),
+    ({"preset": "huge"}, ValueError, "preset"),
+    ({"overrides": {"band_shapley": {"bands": 3}}}, ValueError, "bands"),
+])
+def test_estimate_cost_refuses_bad_arguments_naming_them(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        report.estimate_cost(**kwargs)
+
+
+def test_estimate_cost_refuses_a_stage_without_a_cost():
+    with registered(toy_stage()), pytest.raises(ValueError, match="toy_stage"):
+        report.estimate_cost("fast", n_images=4, stages=["toy_stage"])

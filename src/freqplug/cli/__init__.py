@@ -285,9 +285,40 @@ def profile_arguments(args: argparse.Namespace, models: Dict[str, Any], data) ->
                 ranks_per_model=getattr(args, "ranks_per_model", None) or 1)
 
 
+def _estimate(args: argparse.Namespace) -> int:
+    """``freqplug profile --estimate``: the cost table of the run the other options describe; nothing is loaded
+    (no weights, no images) and nothing is computed. Image shape and classes come from --dataset."""
+    import os
+
+    from ..data import class_names
+    from ..data.folders import _MODE, _SIZE
+    from ..report import estimate_cost
+
+    size = _SIZE[args.dataset]
+    shape = (1 if _MODE.get(args.dataset) == "L" else 3, size, size)
+    # without --n-examples profile gets the 20 embedded sample images, or the loader's default 100 from --data-dir
+    n_images = args.n_examples or (20 if args.data_dir is None else 100)
+    world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    try:
+        estimate = estimate_cost(args.preset, n_images=n_images, image_shape=shape,
+                                 num_classes=len(class_names(args.dataset)), stages=args.only, skip=args.skip or (),
+                                 world_size=world_size, threat_model=args.threat_model, eps=args.eps)
+    except (ValueError, TypeError, ImportError) as error:
+        print(f"freqplug profile --estimate: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    print(f"dataset {args.dataset}\n{estimate.format()}")
+    models = len(args.model or ["embedded"])
+    if models > 1:
+        bound = "" if estimate.exact else "<= "
+        print(f"{models} models: {bound}{models * estimate.total:,} model evaluations")
+    return 0
+
+
 def _profile(args: argparse.Namespace) -> int:
     import torch
 
+    if getattr(args, "estimate", False):
+        return _estimate(args)
     from .. import _distributed as distributed
 
     started = distributed.init_from_env()
@@ -427,6 +458,9 @@ def _add_profile(commands) -> None:
                          help="run only these stages (repeatable)")
     profile.add_argument("--seed", type=_seed, default=0,
                          help="seed of attacks and Shapley sampling, a non-negative integer (default: 0)")
+    profile.add_argument("--estimate", action="store_true",
+                         help="print the model evaluations each stage would spend (per model, per rank under "
+                              "torchrun) for these options and exit, without loading or computing anything")
     profile.set_defaults(handler=_profile)
 
 

@@ -13,13 +13,14 @@ import sys
 # shadowed by the submodule once anything imported it. ``import freqplug`` stays lazy (it does not import report).
 from . import stages
 from .comparison import CorrelationRow, CrossModelCorrelation, cross_model_correlation, profile_measures
+from .estimate import CostEstimate, estimate_cost
 from .profile import SCHEMA_VERSION, ProfileResult, input_jacobians, profile
 from .render import write_report
 from .stages import Stage, StageContext
 
 __all__ = ["DESCRIPTIONS", "PRESETS", "SCHEMA_VERSION", "SHARDED_STAGES", "STAGES", "CorrelationRow",
-           "CrossModelCorrelation", "ProfileResult", "Stage", "StageContext", "cross_model_correlation",
-           "input_jacobians", "profile", "profile_measures", "stages", "write_report"]
+           "CostEstimate", "CrossModelCorrelation", "ProfileResult", "Stage", "StageContext", "cross_model_correlation",
+           "estimate_cost", "input_jacobians", "profile", "profile_measures", "stages", "write_report"]
 
 
 def __getattr__(name: str):

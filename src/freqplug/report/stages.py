@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from .. import _distributed as _dist
 from .._model import predict, preserved_model_state
-from . import plots
+from . import costs, plots
 
 #: Preset names, in the order the documentation lists them.
 PRESET_NAMES = ("fast", "default", "gpu")
@@ -125,6 +125,10 @@ class Stage:
         options: setting names ``overrides`` may set; default: the keys of ``presets``.
         comparison: ``((label, get), ...)`` rows of the multi-model comparison table; ``label`` is a string or
             a function of the settings, ``get(metrics)`` the value.
+        cost: ``cost(settings, n_images, image_shape (C, H, W), num_classes) -> {"evaluations": int, "exact": bool,
+            "images": int}``: the model evaluations (input rows through the model) the stage spends on one model,
+            exact for a fixed design, an upper bound (``exact=False``) where attacks stop early; ``images`` is how
+            many images its per-example work runs on. Read by :func:`freqplug.report.estimate_cost`; None: unknown.
     """
 
     name: str
@@ -139,6 +143,7 @@ class Stage:
     needs_grad: bool = False
     options: Optional[Tuple[str, ...]] = None
     comparison: Tuple[Tuple[Any, Callable[[Mapping[str, Any]], Any]], ...] = field(default=())
+    cost: Optional[Callable[..., Dict[str, Any]]] = None
 
     def heading(self, settings: Mapping[str, Any]) -> str:
         """The section title for a run with these settings."""
@@ -179,6 +184,8 @@ def register(stage: Stage) -> Stage:
     for name in ("run", "rows"):
         if not callable(getattr(stage, name)):
             raise TypeError(f"`stage.{name}` must be callable")
+    if stage.cost is not None and not callable(stage.cost):
+        raise TypeError(f"`stage.cost` must be None or callable, got {type(stage.cost).__name__}")
     _REGISTRY[stage.name] = stage
     return stage
 
@@ -650,6 +657,7 @@ _AUTOATTACK_OPTIONS = ("version", "attacks", "backend", "n_iter", "n_restarts", 
 for _stage in (
     Stage("clean_accuracy", "Clean accuracy", "Accuracy on the unperturbed images.",
           {p: {} for p in PRESET_NAMES}, _run_clean_accuracy, _rows_clean_accuracy, sharded=True,
+          cost=costs.cost_clean_accuracy,
           comparison=(("clean accuracy", lambda m: m["accuracy"]),)),
     Stage("autoattack", _title_autoattack,
           "Robust accuracy under the adversarial evaluation named in the title (threat model and eps as given to "
@@ -659,13 +667,14 @@ for _stage in (
                        "n_target_classes": 3},
            "gpu": {"version": "standard"}},
           _run_autoattack, _rows_autoattack, plots.plot_autoattack, needs_grad=True, sharded=True,
-          options=_AUTOATTACK_OPTIONS,
+          options=_AUTOATTACK_OPTIONS, cost=costs.cost_autoattack,
           comparison=((_comparison_label_autoattack, lambda m: m["robust_accuracy"]),)),
     Stage("perturbation_spectrum", "Spectra of the adversarial perturbations (RCT, spectral SNR)",
           "Where the perturbations of the autoattack stage put their energy in frequency (RCT, Wang2020a; "
           "spectral SNR, Luo2024).",
           {p: {} for p in PRESET_NAMES}, _run_perturbation_spectrum, _rows_perturbation_spectrum,
-          plots.plot_perturbation_spectrum, depends_on=("autoattack",)),
+          plots.plot_perturbation_spectrum, depends_on=("autoattack",),
+          cost=costs.cost_perturbation_spectrum),
     Stage("masked_noise", "Masked-noise error table",
           "Error rates under PGD noise (in the run's threat model) restricted to low/high frequencies and to the "
           "positive/negative Shapley components (Chen2022 Fig. 6).",
@@ -673,34 +682,39 @@ for _stage in (
            "default": {"n_images": None, "pgd_steps": 10, "players": 8, "n_samples": 4},
            "gpu": {"n_images": None, "pgd_steps": 20, "players": 16, "n_samples": 8}},
           _run_masked_noise, _rows_masked_noise, plots.plot_masked_noise, needs_grad=True, sharded=True,
+          cost=costs.cost_masked_noise,
           comparison=(("error on x+δ_high", lambda m: m["error_rate"].get("x+delta_high")),)),
     Stage("band_shapley", "Spectral importance distribution and SRS",
           "Spectral importance distribution over frequency bands and the spectral robustness score "
           "(I-ASIDE, Luo2024).",
           {"fast": {"num_bands": 4}, "default": {"num_bands": 8}, "gpu": {"num_bands": 8}},
           _run_band_shapley, _rows_band_shapley, plots.plot_band_shapley, sharded=True,
+          cost=costs.cost_band_shapley,
           comparison=(("SRS", lambda m: m["srs"]),)),
     Stage("frequency_shapley", "Frequency Shapley values",
           "Mean frequency Shapley values, their radial profile and PFC/NFC reconstructions (Chen2022).",
           {"fast": {"n_images": 4, "players": 8, "n_samples": 2},
            "default": {"n_images": 8, "players": 8, "n_samples": 4},
            "gpu": {"n_images": 20, "players": 16, "n_samples": 16}},
-          _run_frequency_shapley, _rows_frequency_shapley, plots.plot_frequency_shapley, sharded=True),
+          _run_frequency_shapley, _rows_frequency_shapley, plots.plot_frequency_shapley, sharded=True,
+          cost=costs.cost_frequency_shapley),
     Stage("frequency_bias", "Frequency bias B_low of the input Jacobians",
           "Low-frequency bias B_low of the input Jacobians of the cross-entropy (Chan2022).",
           {p: {} for p in PRESET_NAMES}, _run_frequency_bias, lambda m: [("B_low", m["b_low"])],
-          plots.plot_frequency_bias, sharded=True, needs_grad=True, comparison=(("B_low", lambda m: m["b_low"]),)),
+          plots.plot_frequency_bias, sharded=True, needs_grad=True, comparison=(("B_low", lambda m: m["b_low"]),),
+          cost=costs.cost_frequency_bias),
     Stage("hf_attack", "HF attack",
           "Success rate and radius of the HF attack on the correctly classified images: the largest low-pass image "
           "the model gets wrong (Wang2020b).",
           {"fast": {"step": 2.0}, "default": {"step": 1.0}, "gpu": {"step": 1.0}},
-          _run_hf_attack, _rows_hf_attack, plots.plot_hf_attack, sharded=True,
+          _run_hf_attack, _rows_hf_attack, plots.plot_hf_attack, sharded=True, cost=costs.cost_hf_attack,
           comparison=(("HF attack success (correctly classified)", lambda m: m["success_rate"]),)),
     Stage("occluded_frequency", "Occluded-frequency class averages",
           "Logit drop from occluding each DCT frequency ring, averaged per class (Wang2020a); classes without "
           "images have no average and are left blank.",
           {"fast": {"ring_width": 4}, "default": {"ring_width": 1}, "gpu": {"ring_width": 1}},
-          _run_occluded_frequency, _rows_occluded_frequency, plots.plot_occluded_frequency, sharded=True),
+          _run_occluded_frequency, _rows_occluded_frequency, plots.plot_occluded_frequency, sharded=True,
+          cost=costs.cost_occluded_frequency),
 ):
     register(_stage)
 del _stage
@@ -832,6 +846,40 @@ def _rows_classwise(m) -> Rows:
     return rows
 
 
+def _cost_robustness_curve(settings, n_images, image_shape, num_classes) -> Dict[str, Any]:
+    """Upper bound from the stage's own attacks and defenses (built on a stand-in model) and the per-attack run
+    cost :func:`freqplug.eval.curves._attack_forwards` uses for its budget check: every point evaluates every
+    model (undefended + defenses) once, FGSM is run once for the whole grid, the other attacks once per eps."""
+    from ..eval.curves import _attack_forwards, _is_plain_fgsm
+
+    own = settings["robustness_curve"]
+    k = costs._subset(own["n_images"], n_images)
+    ctx = _cost_context(settings, "robustness_curve", k, image_shape, num_classes)
+    attacks = _curve_attacks(ctx)
+    if not attacks:
+        return {"evaluations": 0, "exact": True, "images": 0}
+    num_models = 1 + len(_curve_defenses(ctx))
+    positive = [f for f in own["eps_fractions"] if f > 0]
+    total = num_models * k
+    for attack in attacks.values():
+        run = _attack_forwards(attack, k, image_shape[-2], image_shape[-1])
+        if not hasattr(attack, "eps"):
+            total += run + num_models * k
+        elif _is_plain_fgsm(attack):
+            total += run + num_models * k * len(positive)
+        else:
+            total += len(positive) * (run + num_models * k)
+    return {"evaluations": total, "exact": False, "images": k}
+
+
+def _cost_context(settings, stage: str, n: int, image_shape, num_classes):
+    """A StageContext on a stand-in model and a zero-stride image batch (no memory for n images)."""
+    x = torch.zeros((1,) + tuple(image_shape)).expand((n,) + tuple(image_shape))
+    return StageContext(model=costs._StandIn(num_classes, image_shape[0]), x=x, y=torch.zeros(n, dtype=torch.long),
+                        settings=dict(settings), device=torch.device("cpu"), seed=0, show_progress=False,
+                        num_classes=num_classes, done={}, stage=stage)
+
+
 def _register_curves_stages() -> None:
     from . import plots_curves
 
@@ -848,7 +896,7 @@ def _register_curves_stages() -> None:
          "gpu": {"n_images": None, "eps_fractions": [0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0], "pgd_steps": 20,
                  "hf_step": 1.0, "d1_radius": 12.0, "d2_radius": 1.2}},
         _run_robustness_curve, _rows_robustness_curve, plots_curves.plot_robustness_curve_stage, needs_grad=True,
-        sharded=True,
+        sharded=True, cost=_cost_robustness_curve,
         comparison=(("PGD normalised AUC", lambda m: m.get("auc", {}).get("PGD")),)))
     register(Stage(
         "classwise", "Class-wise frequency analysis",
@@ -860,7 +908,7 @@ def _register_curves_stages() -> None:
         {"fast": {"n_images": 4, "players": 4, "n_samples": 2},
          "default": {"n_images": 40, "players": 8, "n_samples": 4},
          "gpu": {"n_images": None, "players": 16, "n_samples": 8}},
-        _run_classwise, _rows_classwise, plots_curves.plot_classwise_stage, sharded=True,
+        _run_classwise, _rows_classwise, plots_curves.plot_classwise_stage, sharded=True, cost=costs.cost_classwise,
         comparison=(("Pearson (|phi_HFC|, per-class robust accuracy)", lambda m: m.get("pearson")),)))
 
 
@@ -923,7 +971,7 @@ register(Stage(
               "n_images": 8},
      "default": {"corruptions": list(_ALL_CORRUPTIONS), "severities": [1, 2, 3, 4, 5], "n_images": 100},
      "gpu": {"corruptions": list(_ALL_CORRUPTIONS), "severities": [1, 2, 3, 4, 5], "n_images": None}},
-    _run_corruptions, _rows_corruptions, _plot_corruptions, sharded=True,
+    _run_corruptions, _rows_corruptions, _plot_corruptions, sharded=True, cost=costs.cost_corruptions,
     comparison=(("mean accuracy over the corruptions",
                  lambda m: sum(m["mean_accuracy"].values()) / len(m["mean_accuracy"])),)))
 
