@@ -16,19 +16,21 @@ from freqplug.report import PRESETS, SHARDED_STAGES, STAGES, input_jacobians
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FAST = PRESETS["fast"]
+#: Images of the CLI runs below (the first 10 of the 20 embedded samples: half the cost of all 20).
+N_IMAGES = 10
 
 
 @pytest.fixture(scope="module")
 def fast_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "fast"
-    assert main(["profile", "--preset", "fast", "--out", str(out), "--quiet"]) == 0
+    assert main(["profile", "--preset", "fast", "--n-examples", str(N_IMAGES), "--out", str(out), "--quiet"]) == 0
     return out
 
 
 @pytest.mark.slow
 def test_report_has_every_section_plot_and_metric(fast_report):
     metrics = json.loads((fast_report / "metrics.json").read_text())
-    assert metrics["schema_version"] == 3 and metrics["preset"] == "fast" and metrics["n_examples"] == 20
+    assert metrics["schema_version"] == 3 and metrics["preset"] == "fast" and metrics["n_examples"] == N_IMAGES
     assert metrics["threat_model"]["norm"] == "Linf" and metrics["threat_model"]["eps"] == 8 / 255
     assert metrics["stages"] == list(STAGES)
     from freqplug.cli import _STAGES
@@ -61,7 +63,7 @@ def test_metrics_agree_with_library_functions(fast_report, reference_model, cifa
     from freqplug.eval import AutoAttackRunner, perturbation_spectrum
     from freqplug.spectral import frequency_bias
 
-    model, (x, y) = reference_model, cifar_samples
+    model, (x, y) = reference_model, (cifar_samples[0][:N_IMAGES], cifar_samples[1][:N_IMAGES])
     got = json.loads((fast_report / "metrics.json").read_text())["models"]["embedded"]
     with torch.no_grad():
         assert got["clean_accuracy"]["accuracy"] == (model(x).argmax(1) == y).double().mean().item()
@@ -80,7 +82,7 @@ def test_metrics_agree_with_library_functions(fast_report, reference_model, cifa
 
     hf = HFAttack(model, step=FAST["hf_attack"]["step"], batch_size=FAST["batch_size"])
     hf(x, y)
-    assert got["hf_attack"]["n_correct"] == 20  # all correct: success over correct images = over all images
+    assert got["hf_attack"]["n_correct"] == N_IMAGES  # all correct: success over correct images = over all images
     assert got["hf_attack"]["success_rate"] == pytest.approx(hf.success.double().mean().item())
     assert got["hf_attack"]["mean_radius"] == pytest.approx(hf.found_radius[hf.success].mean().item())
 
@@ -122,7 +124,7 @@ def test_rerun_reuses_every_cached_stage(fast_report, tmp_path, capsys):
     assert [p.stem for p in cache_files] == sorted(STAGES)
     before = {p: p.stat().st_mtime_ns for p in cache_files}
     metrics_before = json.loads((out / "metrics.json").read_text())
-    assert main(["profile", "--preset", "fast", "--out", str(out)]) == 0
+    assert main(["profile", "--preset", "fast", "--n-examples", str(N_IMAGES), "--out", str(out)]) == 0
     assert f"{len(STAGES)} stage(s) reused from the cache" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in cache_files} == before
     metrics_after = json.loads((out / "metrics.json").read_text())
@@ -132,8 +134,8 @@ def test_rerun_reuses_every_cached_stage(fast_report, tmp_path, capsys):
     assert {s: (t["seconds"], t["cached"]) for s, t in timing_after.items()} == \
         {s: (t["seconds"], True) for s, t in timing_before.items()}
     # --force recomputes (checked on the cheapest stage); a different preset misses the cache.
-    assert main(["profile", "--preset", "fast", "--out", str(out), "--only", "clean_accuracy", "--force",
-                 "--quiet"]) == 0
+    assert main(["profile", "--preset", "fast", "--n-examples", str(N_IMAGES), "--out", str(out), "--only",
+                 "clean_accuracy", "--force", "--quiet"]) == 0
     assert (out / "cache" / "embedded" / "clean_accuracy.pt").stat().st_mtime_ns != before[
         out / "cache" / "embedded" / "clean_accuracy.pt"]
 
@@ -187,7 +189,8 @@ def test_torchrun_equals_single_process(fast_report, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", FREQPLUG_DIST_BACKEND="gloo")
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                            "--master_port", str(_free_port()), "-m", "freqplug", "profile", "--preset", "fast",
-                           "--quiet", "--out", str(out), *only], capture_output=True, text=True, env=env, timeout=300)
+                           "--n-examples", str(N_IMAGES), "--quiet", "--out", str(out), *only],
+                          capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     single = json.loads((fast_report / "metrics.json").read_text())["models"]["embedded"]
     sharded = json.loads((out / "metrics.json").read_text())["models"]["embedded"]
@@ -229,7 +232,7 @@ def test_estimated_cost_matches_the_counted_evaluations(fast_report):
     from freqplug.report import estimate_cost
 
     timing = json.loads((fast_report / "metrics.json").read_text())["timing"]["embedded"]
-    estimate = estimate_cost("fast", n_images=20, image_shape=(3, 32, 32), num_classes=10)
+    estimate = estimate_cost("fast", n_images=N_IMAGES, image_shape=(3, 32, 32), num_classes=10)
     assert set(estimate.rows) == set(STAGES)
     for stage, row in estimate.rows.items():
         counted = timing[stage]["evaluations"]

@@ -94,14 +94,16 @@ def cost_perturbation_spectrum(settings, n_images, image_shape, num_classes) -> 
 
 
 def cost_masked_noise(settings, n_images, image_shape, num_classes) -> Cost:
-    """:func:`freqplug.eval.masked_noise_table`'s documented cost: 1 + PGD (``pgd_steps`` forward+backward per
-    image) + ``k (2 + 4 masks)`` + the PFC/NFC frequency Shapley design; 0 under L1 (no PGD in torchattacks)."""
+    """:func:`freqplug.eval.masked_noise_table`'s documented cost, per unit of ``shard_size`` images (the stage runs
+    it once per unit): 1 (the output-width check) + PGD (``pgd_steps`` forward+backward per image) + ``k (2 + 4
+    masks)`` + the PFC/NFC frequency Shapley design; 0 under L1 (no PGD in torchattacks)."""
     own = settings["masked_noise"]
     if settings["norm"] not in ("Linf", "L2"):
         return {"evaluations": 0, "exact": True, "images": 0}
     k = _subset(own["n_images"], n_images)
     shapley = _frequency_shapley_rows(own["players"], own["n_samples"], image_shape)
-    return {"evaluations": 1 + k * own["pgd_steps"] + k * (2 + 4) + k * shapley, "exact": True, "images": k}
+    units = len(_units(k, settings["shard_size"]))
+    return {"evaluations": units + k * own["pgd_steps"] + k * (2 + 4) + k * shapley, "exact": True, "images": k}
 
 
 def cost_band_shapley(settings, n_images, image_shape, num_classes) -> Cost:
@@ -158,8 +160,8 @@ def cost_classwise(settings, n_images, image_shape, num_classes) -> Cost:
 
 def cost_corruptions(settings, n_images, image_shape, num_classes) -> Cost:
     """:func:`freqplug.eval.corruption_robustness`'s count, k (1 + corruptions x severities), plus its output-width
-    check (one forward of one image); 0 when the stage is skipped (imagecorruptions missing, images below 32x32 or
-    not 1/3 channels)."""
+    check (one forward of one image) per unit of ``shard_size`` images; 0 when the stage is skipped
+    (imagecorruptions missing, images below 32x32 or not 1/3 channels)."""
     from .._optional import available
 
     own = settings["corruptions"]
@@ -167,5 +169,6 @@ def cost_corruptions(settings, n_images, image_shape, num_classes) -> Cost:
     if not available("imagecorruptions") or height < 32 or width < 32 or c not in (1, 3):
         return {"evaluations": 0, "exact": True, "images": 0}
     k = _subset(own["n_images"], n_images)
-    return {"evaluations": 1 + k * (1 + len(own["corruptions"]) * len(own["severities"])), "exact": True,
+    units = len(_units(k, settings["shard_size"]))
+    return {"evaluations": units + k * (1 + len(own["corruptions"]) * len(own["severities"])), "exact": True,
             "images": k}
