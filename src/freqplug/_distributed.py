@@ -73,6 +73,11 @@ def _global_rank(group_rank: int) -> int:
     return torch.distributed.get_global_rank(group, group_rank)
 
 
+def group_ranks() -> List[int]:
+    """The global ranks of the current group, in group-rank order (single process: ``[0]``)."""
+    return [_global_rank(r) for r in range(world_size())]
+
+
 # ------------------------------------------------------------------------------------------ failure protocol
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())}"

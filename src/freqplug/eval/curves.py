@@ -279,6 +279,26 @@ class _State:
 
 
 # ---------------------------------------------------------------------------------------------- main entry
+def curve_evaluations(attacks: Mapping[str, Any], num_models: int, positive_eps: Sequence[float], n: int, height: int,
+                      width: int, todo: Callable[[str, Optional[float]], bool] = lambda name, eps: True) -> int:
+    """Upper bound on the model evaluations of :func:`robustness_curve` (its budget check; the report's cost
+    estimate): every point evaluates every model (undefended + defenses) on the n images once, plain FGSM is run
+    once for the whole grid, an attack without ``eps`` (HF) once, the others once per eps > 0; ``todo(name, eps)``
+    says which points are still to compute (a resumed run skips the others)."""
+    cost = num_models * n if todo(CLEAN_POINT, None) else 0
+    for name, attack in attacks.items():
+        run = _attack_forwards(attack, n, height, width)
+        if not hasattr(attack, "eps"):
+            cost += (run + num_models * n) if todo(name, None) else 0
+            continue
+        missing = [e for e in positive_eps if todo(name, e)]
+        if _is_plain_fgsm(attack):
+            cost += (run + num_models * n * len(missing)) if missing else 0
+        else:
+            cost += len(missing) * (run + num_models * n)
+    return cost
+
+
 def robustness_curve(model, attacks: Mapping[str, Any], eps_grid, x: torch.Tensor, y: torch.Tensor, *,
                      defenses: Optional[Mapping[str, Callable]] = None, norm: str = "Linf", batch_size: int = 256,
                      seed: int = 0, resume=None, show_progress: bool = False,
@@ -369,17 +389,7 @@ def robustness_curve(model, attacks: Mapping[str, Any], eps_grid, x: torch.Tenso
     def todo(name, point_eps):
         return state.get(name, point_eps) is None
 
-    cost = num_models * n if todo(CLEAN_POINT, None) else 0
-    for name, attack in attacks.items():
-        run = _attack_forwards(attack, n, height, width)
-        if not hasattr(attack, "eps"):
-            cost += (run + num_models * n) if todo(name, None) else 0
-            continue
-        missing = [e for e in positive if todo(name, e)]
-        if _is_plain_fgsm(attack):
-            cost += (run + num_models * n * len(missing)) if missing else 0
-        else:
-            cost += len(missing) * (run + num_models * n)
+    cost = curve_evaluations(attacks, num_models, positive, n, height, width, todo)
     check_budget(cost, max_evaluations, f"robustness_curve ({len(attacks)} attack(s), {len(positive)} eps > 0, "
                                         f"{num_models} evaluated model(s), {n} image(s))",
                  hint="use fewer images, a shorter grid, fewer attack steps or fewer defenses")

@@ -336,7 +336,7 @@ def profile(model: Union[nn.Module, Mapping[str, ModelEntry]], x: torch.Tensor, 
     def run_model(name: str) -> Optional[Dict[str, Any]]:
         """Load (if lazy), profile and release one model in the current group; its part on the group's writer."""
         group_writer = _dist.is_writer()
-        ranks = [_dist._global_rank(r) for r in range(_dist.world_size())]
+        ranks = _dist.group_ranks()
         # a loader failing on one rank (a checkpoint missing on one node) stops every rank of the group
         m = _dist.run_collectively(lambda: _materialize(name, entries[name]))
         lazy = m is not entries[name]

@@ -847,10 +847,10 @@ def _rows_classwise(m) -> Rows:
 
 
 def _cost_robustness_curve(settings, n_images, image_shape, num_classes) -> Dict[str, Any]:
-    """Upper bound from the stage's own attacks and defenses (built on a stand-in model) and the per-attack run
-    cost :func:`freqplug.eval.curves._attack_forwards` uses for its budget check: every point evaluates every
-    model (undefended + defenses) once, FGSM is run once for the whole grid, the other attacks once per eps."""
-    from ..eval.curves import _attack_forwards, _is_plain_fgsm
+    """Upper bound from the stage's own attacks and defenses (built on a stand-in model) and
+    :func:`freqplug.eval.curves.curve_evaluations`, the count :func:`~freqplug.eval.robustness_curve` checks its
+    budget with."""
+    from ..eval.curves import curve_evaluations
 
     own = settings["robustness_curve"]
     k = costs._subset(own["n_images"], n_images)
@@ -858,17 +858,8 @@ def _cost_robustness_curve(settings, n_images, image_shape, num_classes) -> Dict
     attacks = _curve_attacks(ctx)
     if not attacks:
         return {"evaluations": 0, "exact": True, "images": 0}
-    num_models = 1 + len(_curve_defenses(ctx))
     positive = [f for f in own["eps_fractions"] if f > 0]
-    total = num_models * k
-    for attack in attacks.values():
-        run = _attack_forwards(attack, k, image_shape[-2], image_shape[-1])
-        if not hasattr(attack, "eps"):
-            total += run + num_models * k
-        elif _is_plain_fgsm(attack):
-            total += run + num_models * k * len(positive)
-        else:
-            total += len(positive) * (run + num_models * k)
+    total = curve_evaluations(attacks, 1 + len(_curve_defenses(ctx)), positive, k, image_shape[-2], image_shape[-1])
     return {"evaluations": total, "exact": False, "images": k}
 
 
