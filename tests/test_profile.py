@@ -256,3 +256,18 @@ def test_profile_estimate_prints_the_cost_table_without_loading_anything(capsys,
     assert "5000 images of 3x224x224, 1000 classes" in out
     assert re.search(r"clean_accuracy\s+5,000\s", out)
     assert "autoattack" not in out and "total per model" in out
+
+
+@pytest.mark.parametrize("shard_size, busiest", [(None, 2), ("4", 4)])
+def test_shard_size_option_sets_the_units(shard_size, busiest, capsys, monkeypatch):
+    from freqplug.cli import build_parser, profile_arguments
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    extra = [] if shard_size is None else ["--shard-size", shard_size]
+    assert main(["profile", "--estimate", "--preset", "fast", "--n-examples", "4", "--only", "clean_accuracy",
+                 *extra]) == 0
+    # 4 images on 2 processes: units of 1 (the fast preset) split 2 + 2, one unit of 4 lands on one rank
+    assert re.search(rf"clean_accuracy\s+4\s+{busiest}\s", capsys.readouterr().out)
+    args = build_parser().parse_args(["profile", *extra])
+    kwargs = profile_arguments(args, {}, type("Data", (), {"x": None, "y": None, "source": None})())
+    assert kwargs["overrides"] == (None if shard_size is None else {"shard_size": 4})

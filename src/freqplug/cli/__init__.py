@@ -271,8 +271,8 @@ def profile_arguments(args: argparse.Namespace, models: Dict[str, Any], data) ->
 
     Returns:
         ``{"model", "x", "y", "out", ..., "threat_model", "eps", "metadata", "cache_dir", "model_reports",
-        "distribute", "ranks_per_model"}``; ``metadata`` records the data source (with the class-folder mapping)
-        and every model's source; with several models one report per model is written too.
+        "distribute", "ranks_per_model", "overrides"}``; ``metadata`` records the data source (with the
+        class-folder mapping) and every model's source; with several models one report per model is written too.
     """
     metadata = {"command": "freqplug profile", "data": data.source,
                 "models": {name: item.source for name, item in models.items()}}
@@ -282,7 +282,13 @@ def profile_arguments(args: argparse.Namespace, models: Dict[str, Any], data) ->
                 quiet=args.quiet, seed=args.seed, threat_model=args.threat_model, eps=args.eps, metadata=metadata,
                 cache_dir=out / "cache", model_reports=len(models) > 1,
                 distribute=getattr(args, "distribute", "images"),
-                ranks_per_model=getattr(args, "ranks_per_model", None) or 1)
+                ranks_per_model=getattr(args, "ranks_per_model", None) or 1, overrides=_overrides(args))
+
+
+def _overrides(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+    """The preset settings the command line changes (``--shard-size``)."""
+    shard_size = getattr(args, "shard_size", None)
+    return None if shard_size is None else {"shard_size": shard_size}
 
 
 def _estimate(args: argparse.Namespace) -> int:
@@ -302,7 +308,8 @@ def _estimate(args: argparse.Namespace) -> int:
     try:
         estimate = estimate_cost(args.preset, n_images=n_images, image_shape=shape,
                                  num_classes=len(class_names(args.dataset)), stages=args.only, skip=args.skip or (),
-                                 world_size=world_size, threat_model=args.threat_model, eps=args.eps)
+                                 world_size=world_size, threat_model=args.threat_model, eps=args.eps,
+                                 overrides=_overrides(args))
     except (ValueError, TypeError, ImportError) as error:
         print(f"freqplug profile --estimate: error: {_one_line(error)}", file=sys.stderr)
         return 2
@@ -456,6 +463,10 @@ def _add_profile(commands) -> None:
                          help="leave out a stage (repeatable): %(choices)s")
     profile.add_argument("--only", action="append", choices=stage_choices, metavar="STAGE",
                          help="run only these stages (repeatable)")
+    profile.add_argument("--shard-size", type=_positive_int, default=None, metavar="N",
+                         help="images per unit of work split across torchrun processes and seeded on its own "
+                              "(default: the preset's, fast 1, default 16, gpu 128); the numbers depend on it, not "
+                              "on the number of processes")
     profile.add_argument("--seed", type=_seed, default=0,
                          help="seed of attacks and Shapley sampling, a non-negative integer (default: 0)")
     profile.add_argument("--estimate", action="store_true",
