@@ -214,7 +214,8 @@ def test_several_models_get_a_comparison_table_and_overlaid_curves(cifar_samples
 
     x, y = cifar_samples[0][:4], cifar_samples[1][:4]
     models = {f"tiny{seed}": tiny_cnn(num_classes=10, seed=seed, dtype=torch.float32) for seed in (0, 1)}
-    result = profile(models, x, y, out=tmp_path, preset="fast", quiet=True)
+    cheap = {stage: {"players": 3} for stage in ("masked_noise", "frequency_shapley", "classwise")}  # no XGBoost fit
+    result = profile(models, x, y, out=tmp_path, preset="fast", quiet=True, overrides=cheap)
     markdown = (tmp_path / "report.md").read_text()
     assert "## Comparison" in markdown and "| measure | tiny0 | tiny1 |" in markdown
     metrics = json.loads((tmp_path / "metrics.json").read_text())

@@ -74,7 +74,7 @@ def cost_clean_accuracy(settings, n_images, image_shape, num_classes) -> Cost:
 def cost_autoattack(settings, n_images, image_shape, num_classes) -> Cost:
     """Upper bound, per run of :meth:`freqplug.eval.AutoAttackRunner.run` (one per unit of ``shard_size`` images
     when the stage is split in units, else one): the output-width forward of one image, AutoAttack's checks
-    (7 forwards of the first batch), the clean forward and :meth:`AutoAttackRunner.evaluation_estimate` (every
+    (7 forwards of the first batch of unit 0), the clean forward and :meth:`AutoAttackRunner.evaluation_estimate` (every
     point attacked by every attack, as if none broke)."""
     from ..eval import AutoAttackRunner
 
@@ -83,8 +83,9 @@ def cost_autoattack(settings, n_images, image_shape, num_classes) -> Cost:
     per_point = sum(runner.evaluation_estimate(1, num_classes).values())
     batch_size = settings["batch_size"]
     total = 0
-    for size in _units(n_images, settings["shard_size"]):
-        total += 1 + 7 * min(batch_size, size) + size + size * per_point
+    for u, size in enumerate(_units(n_images, settings["shard_size"])):
+        checks = 7 * min(batch_size, size) if u == 0 else 0  # AutoAttack's input checks run on unit 0 only
+        total += 1 + checks + size + size * per_point
     return {"evaluations": total, "exact": False, "images": n_images}
 
 
