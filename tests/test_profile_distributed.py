@@ -4,9 +4,9 @@ process, every rank does part of every stage's model evaluations, and a failing 
 import math
 
 import pytest
-from helpers.distributed import profile_metrics
+from helpers.distributed import SMALL_OVERRIDES, profile_metrics
 
-from freqplug.report import STAGES
+from freqplug.report import STAGES, estimate_cost
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +49,16 @@ def test_every_stage_sharded_equals_one_process(single, tmp_path, world):
         # the same work, split: every rank evaluated the model
         assert many["evaluations"] == one["evaluations"], stage
         assert len(many["evaluations_per_rank"]) == world and min(many["evaluations_per_rank"]) > 0, (stage, many)
+    # the cost estimate knows which rank does what: exact per rank for fixed designs, a bound per rank for attacks
+    estimate = estimate_cost("fast", n_images=6, image_shape=(3, 32, 32), num_classes=10, overrides=SMALL_OVERRIDES,
+                             world_size=world)
+    for stage, row in estimate.rows.items():
+        counted = sharded["timing"]["embedded"][stage]["evaluations_per_rank"]
+        counted = counted + [0] * (world - len(counted))  # a stage run on rank 0 only lists one rank
+        if row["exact"]:
+            assert counted == row["per_rank"], (stage, counted, row)
+        else:
+            assert all(c <= e for c, e in zip(counted, row["per_rank"])), (stage, counted, row)
 
 
 def test_a_failing_rank_stops_every_rank(tmp_path):

@@ -192,3 +192,18 @@ def test_estimate_cost_refuses_bad_arguments_naming_them(kwargs, error, message)
 def test_estimate_cost_refuses_a_stage_without_a_cost():
     with registered(toy_stage()), pytest.raises(ValueError, match="toy_stage"):
         report.estimate_cost("fast", n_images=4, stages=["toy_stage"])
+
+
+def test_estimate_follows_the_units_each_stage_cuts():
+    from freqplug.report import estimate_cost
+
+    # units of 4 images on 2 ranks: 8 images split 4 + 4, 4 images all on rank 0 -- but the Shapley stages run one
+    # image per unit whatever shard_size, and AutoAttack's input checks (7 forwards of a batch) land on unit 0's rank
+    settings = {"shard_size": 4, "frequency_shapley": {"n_images": 4}, "autoattack": {"n_iter": 1}}
+    estimate = estimate_cost("fast", n_images=8, overrides=settings, world_size=2,
+                             stages=["clean_accuracy", "frequency_shapley", "autoattack"])
+    assert estimate.rows["clean_accuracy"]["per_rank"] == [4, 4]
+    half = estimate.rows["frequency_shapley"]["evaluations"] // 2
+    assert estimate.rows["frequency_shapley"]["per_rank"] == [half, half]
+    rank0, rank1 = estimate.rows["autoattack"]["per_rank"]
+    assert rank0 == rank1 + 7 * 4  # 7 forwards of unit 0 (4 images)

@@ -4,15 +4,17 @@ One *model evaluation* is one input row through the model's forward (what :func:
 counts per stage with a forward pre-hook and records as ``timing[model][stage]["evaluations"]``); attack
 steps also run a backward, which costs about twice a forward.
 
-Every stage record has a ``cost(settings, n_images, image_shape, num_classes) -> {"evaluations": int,
-"exact": bool, "images": int}`` function, defined here by composing the counts the measured functions
-document themselves (:func:`freqplug.attributions._estimators.design_size`,
-:meth:`freqplug.OccludedFrequency.num_evaluations`, :meth:`freqplug.SpectralBandShapley.num_evaluations`,
-:meth:`freqplug.HFAttack.candidate_radii`, :meth:`freqplug.eval.AutoAttackRunner.evaluation_estimate`, ...;
-the robustness_curve stage's is next to it in :mod:`freqplug.report.stages`, as it builds the stage's own attacks).
-``exact`` is True when the count does not depend on the model (a fixed design); attacks stop early on
-broken points, so theirs is an upper bound (``exact=False``). ``images`` is the number of images the
-stage's per-example work runs on (what is split across ranks). :func:`freqplug.report.estimate_cost` adds them up.
+Every stage record has a ``cost(settings, n_images, image_shape, num_classes) -> {"evaluations": int, "exact":
+bool, "images": int}`` function (optionally also ``"per_unit"``: the evaluations of each unit, when they are not
+proportional to its images, or ``"unit_size"`` when the stage cuts its units otherwise than ``shard_size``),
+defined here by composing the counts the measured functions document themselves
+(:func:`freqplug.attributions._estimators.design_size`, :meth:`freqplug.OccludedFrequency.num_evaluations`,
+:meth:`freqplug.SpectralBandShapley.num_evaluations`, :meth:`freqplug.HFAttack.candidate_radii`,
+:meth:`freqplug.eval.AutoAttackRunner.evaluation_estimate`, ...; the robustness_curve stage's is next to it in
+:mod:`freqplug.report.stages`, as it builds the stage's own attacks). ``exact`` is True when the count does not
+depend on the model (a fixed design); attacks stop early on broken points, so theirs is an upper bound
+(``exact=False``). ``images`` is the number of images the stage's per-example work runs on (what is split across
+ranks). :func:`freqplug.report.estimate_cost` adds them up.
 Nothing here loads weights or runs a model: the stages' objects are built on a stand-in module.
 """
 
@@ -82,11 +84,11 @@ def cost_autoattack(settings, n_images, image_shape, num_classes) -> Cost:
                               **dict(settings.get("autoattack", {})))
     per_point = sum(runner.evaluation_estimate(1, num_classes).values())
     batch_size = settings["batch_size"]
-    total = 0
+    per_unit = []
     for u, size in enumerate(_units(n_images, settings["shard_size"])):
         checks = 7 * min(batch_size, size) if u == 0 else 0  # AutoAttack's input checks run on unit 0 only
-        total += 1 + checks + size + size * per_point
-    return {"evaluations": total, "exact": False, "images": n_images}
+        per_unit.append(1 + checks + size + size * per_point)
+    return {"evaluations": sum(per_unit), "exact": False, "images": n_images, "per_unit": per_unit}
 
 
 def cost_perturbation_spectrum(settings, n_images, image_shape, num_classes) -> Cost:
@@ -103,8 +105,8 @@ def cost_masked_noise(settings, n_images, image_shape, num_classes) -> Cost:
         return {"evaluations": 0, "exact": True, "images": 0}
     k = _subset(own["n_images"], n_images)
     shapley = _frequency_shapley_rows(own["players"], own["n_samples"], image_shape)
-    units = len(_units(k, settings["shard_size"]))
-    return {"evaluations": units + k * own["pgd_steps"] + k * (2 + 4) + k * shapley, "exact": True, "images": k}
+    per_unit = [1 + size * (own["pgd_steps"] + 2 + 4 + shapley) for size in _units(k, settings["shard_size"])]
+    return {"evaluations": sum(per_unit), "exact": True, "images": k, "per_unit": per_unit}
 
 
 def cost_band_shapley(settings, n_images, image_shape, num_classes) -> Cost:
@@ -121,7 +123,7 @@ def cost_frequency_shapley(settings, n_images, image_shape, num_classes) -> Cost
     own = settings["frequency_shapley"]
     k = _subset(own["n_images"], n_images)
     rows = _frequency_shapley_rows(own["players"], own["n_samples"], image_shape, own.get("estimator", "auto"))
-    return {"evaluations": k * rows, "exact": True, "images": k}
+    return {"evaluations": k * rows, "exact": True, "images": k, "unit_size": 1}  # one image per unit
 
 
 def cost_frequency_bias(settings, n_images, image_shape, num_classes) -> Cost:
@@ -156,7 +158,7 @@ def cost_classwise(settings, n_images, image_shape, num_classes) -> Cost:
     own = settings["classwise"]
     k = _subset(own["n_images"], n_images)
     return {"evaluations": k * _frequency_shapley_rows(own["players"], own["n_samples"], image_shape),
-            "exact": True, "images": k}
+            "exact": True, "images": k, "unit_size": 1}  # one image per unit, as frequency_shapley
 
 
 def cost_corruptions(settings, n_images, image_shape, num_classes) -> Cost:
@@ -170,6 +172,6 @@ def cost_corruptions(settings, n_images, image_shape, num_classes) -> Cost:
     if not available("imagecorruptions") or height < 32 or width < 32 or c not in (1, 3):
         return {"evaluations": 0, "exact": True, "images": 0}
     k = _subset(own["n_images"], n_images)
-    units = len(_units(k, settings["shard_size"]))
-    return {"evaluations": units + k * (1 + len(own["corruptions"]) * len(own["severities"])), "exact": True,
-            "images": k}
+    per_image = 1 + len(own["corruptions"]) * len(own["severities"])
+    per_unit = [1 + size * per_image for size in _units(k, settings["shard_size"])]
+    return {"evaluations": sum(per_unit), "exact": True, "images": k, "per_unit": per_unit}

@@ -126,8 +126,12 @@ def estimate_cost(preset: str = "default", n_images: int = 10_000, image_shape: 
             raise ValueError(f"stage {name!r} has no `cost` function; register it with cost=... to estimate it")
         cost = record.cost(settings, n_images, image_shape, num_classes)
         evaluations, images = int(cost["evaluations"]), int(cost.get("images", n_images))
-        per_rank = _split(evaluations, images, settings["shard_size"], world_size) if record.sharded else \
-            [evaluations] + [0] * (world_size - 1)
+        if not record.sharded:
+            per_rank = [evaluations] + [0] * (world_size - 1)
+        elif "per_unit" in cost:  # unit u runs on rank u % world_size
+            per_rank = [sum(cost["per_unit"][r::world_size]) for r in range(world_size)]
+        else:
+            per_rank = _split(evaluations, images, int(cost.get("unit_size", settings["shard_size"])), world_size)
         rows[name] = {"evaluations": evaluations, "exact": bool(cost["exact"]), "sharded": record.sharded,
                       "per_rank": per_rank}
     return CostEstimate(rows=rows, preset=preset, n_images=n_images, image_shape=image_shape,
