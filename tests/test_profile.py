@@ -16,8 +16,8 @@ from freqplug.report import PRESETS, SHARDED_STAGES, STAGES, input_jacobians
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FAST = PRESETS["fast"]
-#: Images of the CLI runs below (the first 10 of the 20 embedded samples: half the cost of all 20).
-N_IMAGES = 10
+#: Images of the CLI runs below (the first 6 of the 20 embedded samples: a third of the cost of all 20).
+N_IMAGES = 6
 
 
 @pytest.fixture(scope="module")

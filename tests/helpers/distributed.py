@@ -15,13 +15,13 @@ import torch.multiprocessing as mp
 #: all get work; 6 frequency players, where the antithetic estimator needs no XGBoost fit) so one profile of 6
 #: images takes seconds.
 SMALL_OVERRIDES: Dict[str, Any] = {
-    "autoattack": {"n_iter": 2},
-    "masked_noise": {"n_images": 3, "pgd_steps": 2, "players": 3},
+    "autoattack": {"n_iter": 1},
+    "masked_noise": {"n_images": 3, "pgd_steps": 1, "players": 3},
     "band_shapley": {"num_bands": 3},
     "frequency_shapley": {"n_images": 3, "players": 3},
     "hf_attack": {"step": 4.0},
     "occluded_frequency": {"ring_width": 8},
-    "robustness_curve": {"n_images": 3, "eps_fractions": [1.0], "pgd_steps": 2},
+    "robustness_curve": {"n_images": 3, "eps_fractions": [1.0], "pgd_steps": 1},
     "classwise": {"n_images": 3, "players": 3},
     "corruptions": {"n_images": 3, "corruptions": ["gaussian_noise", "defocus_blur"]},
 }
