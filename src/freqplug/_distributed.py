@@ -116,11 +116,6 @@ def run_collectively(fn: Callable[[], Any]) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ sharding
-def shard_indices(n: int) -> List[int]:
-    """Indices of the examples this rank handles: k with k % world_size == rank."""
-    return list(range(rank(), n, world_size()))
-
-
 def units(n: int, unit_size: int) -> List[Tuple[int, List[int]]]:
     """All units ``(u, indices)`` of N examples: contiguous blocks of ``unit_size`` (the last one shorter)."""
     if unit_size < 1:
@@ -187,21 +182,6 @@ def map_examples(n: int, unit_size: int,
     return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
 
 
-def gather_per_example(indices: List[int], values: torch.Tensor, n: int) -> Optional[torch.Tensor]:
-    """Reassemble per-example ``values`` (len(indices), ...) of all ranks into (n, ...) in example order.
-
-    Returns the full tensor on rank 0 and None on the other ranks (single process: the tensor).
-    """
-    parts = gather_to_writer((indices, values.detach().cpu()))
-    if parts is None:
-        return None
-    pairs = [(i, v) for idx, vals in parts for i, v in zip(idx, vals)]
-    pairs.sort(key=lambda item: item[0])
-    if [i for i, _ in pairs] != list(range(n)):
-        raise RuntimeError("distributed gather lost examples: ranks disagree on the data")
-    return torch.stack([v for _, v in pairs]) if pairs else values
-
-
 def all_reduce_sums(*sums: Optional[torch.Tensor]) -> List[Optional[torch.Tensor]]:
     """Sum float64 accumulators across ranks (identity without torch.distributed); None entries stay None."""
     if not active():
@@ -222,16 +202,6 @@ def all_reduce_sums(*sums: Optional[torch.Tensor]) -> List[Optional[torch.Tensor
             continue
         out.append(flat[start:start + s.numel()].reshape(s.shape))
         start += s.numel()
-    return out
-
-
-def all_gather(value: Any) -> List[Any]:
-    """Every rank's picklable ``value``, on every rank, in rank order (single process: ``[value]``)."""
-    if not active():
-        return [value]
-    synchronize(None)
-    out = [None] * world_size()
-    torch.distributed.all_gather_object(out, value, group=_group())
     return out
 
 
