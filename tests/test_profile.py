@@ -272,3 +272,13 @@ def test_shard_size_option_sets_the_units(shard_size, busiest, capsys, monkeypat
     args = build_parser().parse_args(["profile", *extra])
     kwargs = profile_arguments(args, {}, type("Data", (), {"x": None, "y": None, "source": None})())
     assert kwargs["overrides"] == (None if shard_size is None else {"shard_size": 4})
+
+
+def test_estimate_counts_the_models_of_a_models_file(tmp_path, capsys):
+    zoo = tmp_path / "zoo.txt"
+    zoo.write_text("# three models\nembedded\nStandard\n\nWong2020Fast\n")
+    assert main(["profile", "--estimate", "--preset", "fast", "--only", "clean_accuracy", "--models-file",
+                 str(zoo)]) == 0
+    assert "3 models: 60 model evaluations" in capsys.readouterr().out  # 20 sample images x 3 models
+    assert main(["profile", "--estimate", "--models-file", str(tmp_path / "missing.txt")]) == 2
+    assert "--models-file" in capsys.readouterr().err

@@ -306,15 +306,15 @@ def _estimate(args: argparse.Namespace) -> int:
     n_images = args.n_examples or (20 if args.data_dir is None else 100)
     world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
     try:
+        models = len(_model_specs(args))  # --model options and the lines of --models-file
         estimate = estimate_cost(args.preset, n_images=n_images, image_shape=shape,
                                  num_classes=len(class_names(args.dataset)), stages=args.only, skip=args.skip or (),
                                  world_size=world_size, threat_model=args.threat_model, eps=args.eps,
                                  overrides=_overrides(args))
-    except (ValueError, TypeError, ImportError) as error:
+    except (ValueError, TypeError, ImportError, UsageError) as error:
         print(f"freqplug profile --estimate: error: {_one_line(error)}", file=sys.stderr)
         return 2
     print(f"dataset {args.dataset}\n{estimate.format()}")
-    models = len(args.model or ["embedded"])
     if models > 1:
         bound = "" if estimate.exact else "<= "
         print(f"{models} models: {bound}{models * estimate.total:,} model evaluations")
