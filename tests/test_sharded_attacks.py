@@ -18,7 +18,8 @@ from freqplug.defenses import LowPassFilter
 from freqplug.eval import AutoAttackRunner, masked_noise_table, point_seed, robustness_curve
 from freqplug.eval.autoattack_runner import _concatenate_results
 from freqplug.eval.curves import _concatenate_curves, auc_normalised
-from freqplug.eval.masked_noise import _error_rates, _masked_noise_correct
+from freqplug.eval.frequency import _error_rates
+from freqplug.eval.masked_noise import _masked_noise_correct
 
 TWO_ATTACKS = dict(version="custom", attacks=["apgd-ce", "apgd-dlr"], n_iter=4, n_restarts=1)
 SIZES = (1, 3, 2, 4)  # uneven parts: an average of per-part rates would differ from the overall rate

@@ -84,8 +84,8 @@ def test_occluded_frequency_unit_scores_give_the_class_averages_of_the_whole_dat
     of = OccludedFrequency(tiny_cnn(), groups="ring")
     expected_means, expected_counts = of.class_average_scores((x, y), num_classes=6, baselines="gaussian", seed=4,
                                                               batch_size=5, show_progress=False)
-    scores = torch.cat([of._player_values(x[i:j], "gaussian", y[i:j], None, 8, False, mode="occlude", noise_std=None,
-                                          seed=4, max_evaluations=None, first_index=i)
+    scores = torch.cat([of.player_values(x[i:j], "gaussian", target=y[i:j], perturbations_per_eval=8, seed=4,
+                                         first_index=i)
                         for i, j in ((0, 2), (2, 4), (4, 5))])
     means, counts = _class_means(scores, y, 6)
     assert torch.equal(counts, expected_counts)
@@ -93,6 +93,9 @@ def test_occluded_frequency_unit_scores_give_the_class_averages_of_the_whole_dat
     torch.testing.assert_close(means, expected_means, rtol=0, atol=1e-12, equal_nan=True)
     with pytest.raises(ValueError, match="labels"):
         _class_means(scores, y, 2)
+    for bad in (-1, 1.0, True):
+        with pytest.raises(ValueError, match="first_index"):
+            of.player_values(x[:1], target=y[:1], first_index=bad)
 
 
 def test_corruptions_in_units_equal_one_call():

@@ -139,6 +139,14 @@ class FrequencyAttribution(PerturbationAttribution):
         return seed
 
     @staticmethod
+    def _check_first_index(first_index: Any) -> int:
+        """``first_index``, the dataset index of ``inputs[0]`` (per-image baselines are keyed on it), checked."""
+        if isinstance(first_index, bool) or not isinstance(first_index, int) or first_index < 0:
+            raise ValueError(f"`first_index` must be a non-negative int (the dataset index of inputs[0]), "
+                             f"got {first_index!r}")
+        return first_index
+
+    @staticmethod
     def _prepare_target(target: TargetType, batch_size: int) -> TargetType:
         return validate_target(target, batch_size, "target")
 

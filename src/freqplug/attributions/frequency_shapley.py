@@ -347,9 +347,7 @@ class FrequencyShapley(FrequencyAttribution):
             raise ValueError(f"`target_stderr` needs estimator 'tree', 'antithetic', 'permutation' or 'auto' (their "
                              f"designs can grow), got estimator={estimator!r}")
         seed = self._resolve_seed(seed)
-        if isinstance(first_index, bool) or not isinstance(first_index, int) or first_index < 0:
-            raise ValueError(f"`first_index` must be a non-negative int (the dataset index of inputs[0]), "
-                             f"got {first_index!r}")
+        first_index = self._check_first_index(first_index)
         target = self._prepare_target(target, n)
         additional_forward_args = self._prepare_forward_args(additional_forward_args, n)
 

@@ -122,6 +122,7 @@ class OccludedFrequency(FrequencyAttribution):
         noise_std: Optional[float] = None,
         seed: Optional[int] = DEFAULT_SEED,
         max_evaluations: Optional[float] = None,
+        first_index: int = 0,
     ) -> Tensor:
         r"""Per-group scores (N, G), group 0 = lowest frequency (Wang2020a eq. 7).
 
@@ -157,13 +158,16 @@ class OccludedFrequency(FrequencyAttribution):
                 the OS, never from torch's global RNG).
             max_evaluations: refuse calls above this many model rows (None: the library default;
                 ``float("inf")`` for no limit).
+            first_index: dataset index of ``inputs[0]`` (default 0): the ``"gaussian"`` baseline of image i is
+                that of dataset index ``first_index + i``, so a data set scored in chunks (e.g. split across
+                ranks) gets the scores of one call on all of it.
 
         Returns:
             Scores (N, G) in the inputs' dtype and device.
         """
         return self._player_values(inputs, baselines, target, additional_forward_args, perturbations_per_eval,
                                    show_progress, mode=mode, noise_std=noise_std, seed=seed,
-                                   max_evaluations=max_evaluations, first_index=0)
+                                   max_evaluations=max_evaluations, first_index=self._check_first_index(first_index))
 
     def group_scores(self, *args, **kwargs) -> Tensor:
         """Deprecated name of :meth:`player_values` (the shared per-player method name); warns."""
@@ -236,9 +240,7 @@ class OccludedFrequency(FrequencyAttribution):
         bar.close()
         if sums is None:
             raise ValueError("`data` holds no images")
-        means = sums / counts[:, None].clamp(min=1)
-        means[counts == 0] = float("nan")
-        return means, counts
+        return _means_of_sums(sums, counts), counts
 
     # ------------------------------------------------------------------ internals
     def _player_values(self, inputs: Any, baselines: Any, target: Any, additional_forward_args: Any,
@@ -319,9 +321,14 @@ def _class_means(scores: Tensor, labels: Tensor, num_classes: int) -> Tuple[Tens
                          f"{int(labels.max())}]")
     sums = torch.zeros(num_classes, scores.shape[1], dtype=torch.float64).index_add_(0, labels, scores)
     counts = torch.bincount(labels, minlength=num_classes)
+    return _means_of_sums(sums, counts), counts
+
+
+def _means_of_sums(sums: Tensor, counts: Tensor) -> Tensor:
+    """Per-class means (K, G) of per-class sums (K, G) and counts (K,); NaN rows for classes without images."""
     means = sums / counts[:, None].clamp(min=1)
     means[counts == 0] = float("nan")
-    return means, counts
+    return means
 
 
 def plot_group_scores(scores: Union[Tensor, Iterable[float]], *, ax=None, title: str = "Occluded Frequency",

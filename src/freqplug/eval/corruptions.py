@@ -515,9 +515,8 @@ def _corruption_robustness(model, x, y, corruptions, severities, *, batch_size, 
     if isinstance(baseline, CorruptionRobustness):
         _check_baseline_result(baseline, names, levels, source, seed, inputs_digest)
 
-
     pairs = [(c, s) for c in names for s in levels]
-    unit_kwargs = dict(models=models, y=y_cpu, names=names, levels=levels, batch_size=batch_size, device=device,
+    unit_kwargs = dict(models=models, y=y_cpu, pairs=pairs, batch_size=batch_size, device=device,
                        seed=seed, data_dir=data_dir, dataset=dataset, show_progress=show_progress)
     if unit_size is None:
         parts = [_measure_unit(x_cpu, first_index=0, **unit_kwargs)]
@@ -552,8 +551,8 @@ def _corruption_robustness(model, x, y, corruptions, severities, *, batch_size, 
     return result
 
 
-def _measure_unit(x_cpu: torch.Tensor, *, first_index: int, models, y, names, levels, batch_size, device, seed,
-                  data_dir, dataset, show_progress) -> Dict[str, Any]:
+def _measure_unit(x_cpu: torch.Tensor, *, first_index: int, models, y, pairs, batch_size, device, seed, data_dir,
+                  dataset, show_progress) -> Dict[str, Any]:
     """The sums of one unit of images (dataset indices ``first_index ...``): correct predictions per model and key
     (``"clean"`` and every (corruption, severity)), and per (corruption, severity) the noise's one-sided DFT
     magnitude (H, W//2+1) and energy spectral density (R,) summed over images and channels, float64."""
@@ -576,7 +575,6 @@ def _measure_unit(x_cpu: torch.Tensor, *, first_index: int, models, y, names, le
         esd: Dict[Key, torch.Tensor] = {}
         from tqdm.auto import tqdm
 
-        pairs = [(c, s) for c in names for s in levels]
         for c, s in tqdm(pairs, desc="corruptions", disable=not show_progress, unit="pair"):
             noise = torch.empty(n, *x_cpu.shape[1:], dtype=torch.float32)
             for start in range(0, n, batch_size):
@@ -613,7 +611,6 @@ class _Evaluator:
         self.pending: List[Tuple[Any, torch.Tensor, torch.Tensor]] = []
         self.size = 0
         self.correct: Dict[Any, int] = {}
-        self.count: Dict[Any, int] = {}
         self.num_classes: Optional[int] = None
 
     def check_first(self, example: torch.Tensor) -> None:
@@ -653,8 +650,4 @@ class _Evaluator:
         offset = 0
         for key, use in keys:
             self.correct[key] = self.correct.get(key, 0) + int(hits[offset:offset + use].sum())
-            self.count[key] = self.count.get(key, 0) + use
             offset += use
-
-    def accuracies(self) -> Dict[Any, float]:
-        return {key: self.correct[key] / self.count[key] for key in self.count}

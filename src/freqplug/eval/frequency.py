@@ -128,7 +128,12 @@ class FrequencyRobustness:
 
     def error_rate(self) -> Dict[str, float]:
         """``{name: fraction of points misclassified}``, the same keys as :attr:`accuracy`."""
-        return {name: float((~flags).double().mean()) for name, flags in self.correct.items()}
+        return _error_rates(self.correct)
+
+
+def _error_rates(correct: Mapping[str, torch.Tensor]) -> Dict[str, float]:
+    """``{name: fraction of False}`` of per-point correctness flags ``{name: (N,) bool}``."""
+    return {name: float((~flags).double().mean()) for name, flags in correct.items()}
 
 
 def _resolve_mask(name: str, spec: MaskSpec, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

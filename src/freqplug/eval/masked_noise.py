@@ -14,7 +14,7 @@ from .._validation import check_choice, check_images, check_labels, check_positi
 from ..attacks._base import targets_checked
 from ..attacks.frequency_masked import HIGH_THRESHOLD, LOW_THRESHOLD, FrequencyMaskedAttack
 from ..spectral import band_mask
-from .frequency import evaluate_masked_perturbations
+from .frequency import _error_rates, evaluate_masked_perturbations
 
 __all__ = ["masked_noise_table"]
 
@@ -55,11 +55,6 @@ def masked_noise_table(model, attack: Attack, x: torch.Tensor, y: torch.Tensor, 
                                     low_threshold=low_threshold, high_threshold=high_threshold, project=project,
                                     batch_size=batch_size)
     return _error_rates(correct)
-
-
-def _error_rates(correct: Dict[str, torch.Tensor]) -> Dict[str, float]:
-    """``{name: fraction of False}`` of per-image correctness flags ``{name: (N,) bool}`` (the table's rows)."""
-    return {name: float((~flags).double().mean()) for name, flags in correct.items()}
 
 
 def _masked_noise_correct(model, attack: Attack, x: torch.Tensor, y: torch.Tensor, *,

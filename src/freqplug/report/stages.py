@@ -13,7 +13,7 @@ stage                      what it calls                                        
 ``frequency_shapley``      :class:`freqplug.FrequencyShapley` + radial/PFC/NFC helpers              Chen2022
 ``frequency_bias``         :func:`freqplug.spectral.frequency_bias` of input Jacobians              Chan2022
 ``hf_attack``              :class:`freqplug.HFAttack`                                               Wang2020b
-``occluded_frequency``     :meth:`freqplug.OccludedFrequency.class_average_scores`                  Wang2020a
+``occluded_frequency``     :meth:`freqplug.OccludedFrequency.player_values`, class means            Wang2020a
 ``robustness_curve``       :func:`freqplug.eval.robustness_curve` (FGSM/PGD/HF, D1/D2 defenses)     Wang2020b
 ``classwise``              :func:`freqplug.eval.classwise_hfc_shapley` (per-class abs(phi) of HFC)  Chen2022
 ``corruptions``            :func:`freqplug.eval.corruption_robustness` (imagecorruptions)           Chan2022, Luo2024
@@ -43,8 +43,8 @@ PRESET_NAMES = ("fast", "default", "gpu")
 
 #: Settings shared by all stages, per preset. ``eps``/``norm`` are the Linf defaults kept for
 #: backward compatibility; :func:`freqplug.profile`'s ``threat_model``/``eps`` keywords set them.
-#: ``shard_size`` is the number of images per *unit* of the stages whose random draws span a batch (attack
-#: random starts): units are split across ranks under torch.distributed and each is seeded on its own
+#: ``shard_size`` is the number of images per *unit* of work (the Shapley stages use one image per unit): units
+#: are split across ranks under torch.distributed and each draws its random numbers from its own seed
 #: (:func:`freqplug._distributed.map_units`), so the numbers do not depend on the number of processes.
 COMMON_SETTINGS: Dict[str, Dict[str, Any]] = {
     "fast": {"batch_size": 128, "shard_size": 1, "eps": 8 / 255, "norm": "Linf"},
@@ -429,7 +429,8 @@ def _run_masked_noise(ctx: StageContext):
     """
     import torchattacks
 
-    from ..eval.masked_noise import _error_rates, _masked_noise_correct
+    from ..eval.frequency import _error_rates
+    from ..eval.masked_noise import _masked_noise_correct
 
     s, eps, norm = ctx.own, ctx.settings["eps"], ctx.settings["norm"]
     if norm == "Linf":
@@ -506,7 +507,7 @@ def _sharded_frequency_shapley(ctx: StageContext, k: int, **options):
         None on the other ranks.
     """
     from ..attributions import FrequencyShapley
-    from ..attributions.frequency_shapley import _concatenate_results
+    from ..attributions.frequency_shapley import _PER_IMAGE_FIELDS, _concatenate_results
 
     model = ctx.model
     fs = FrequencyShapley(lambda z: torch.softmax(model(z), dim=1))  # Chen2022's game: class probability
@@ -515,9 +516,9 @@ def _sharded_frequency_shapley(ctx: StageContext, k: int, **options):
         result = fs.attribute(ctx.x[indices].to(ctx.device), target=ctx.y[indices].to(ctx.device), seed=ctx.seed,
                               show_progress=ctx.show_progress, return_result=True, first_index=indices[0],
                               **options)
-        for key in ("attributions", "values", "stderr", "value_full", "value_empty", "efficiency_gap",
-                    "sign_determined", "relative_stderr"):
-            setattr(result, key, getattr(result, key).detach().cpu())  # picklable, device-free for the gather
+        for key in _PER_IMAGE_FIELDS:  # picklable, device-free for the gather
+            value = getattr(result, key)
+            setattr(result, key, None if value is None else value.detach().cpu())
         result.players = None  # the same partition in every unit: not sent k times (put back on the writer)
         return result
 
@@ -628,14 +629,13 @@ def _run_occluded_frequency(ctx: StageContext):
     rings = dct_band_groups(*ctx.x.shape[-2:], kind="ring").player_map // ring_width  # Wang2020a's rings, merged
     of = OccludedFrequency(ctx.model, groups=rings)
     # per unit the per-image scores (baselines keyed on the dataset index: first_index), class means on the writer
-    gathered = _dist.map_examples(ctx.n, ctx.unit_size, lambda idx: {"scores": of._player_values(
-        ctx.x[idx].to(ctx.device), "zero", ctx.y[idx].to(ctx.device), None, 32, False, mode="occlude",
-        noise_std=None, seed=ctx.seed, max_evaluations=float("inf"), first_index=idx[0])})
+    gathered = _dist.map_examples(ctx.n, ctx.unit_size, lambda idx: {"scores": of.player_values(
+        ctx.x[idx].to(ctx.device), "zero", target=ctx.y[idx].to(ctx.device), perturbations_per_eval=32,
+        seed=ctx.seed, max_evaluations=float("inf"), first_index=idx[0])})
     if gathered is None:
         return None
-    means, counts = _class_means(gathered["scores"], ctx.y, ctx.num_classes)
+    means, counts = _class_means(gathered["scores"], ctx.y, ctx.num_classes)  # NaN rows: classes without images
     present = counts > 0
-    means[~present] = float("nan")  # no image of the class: no average (never a zero drop)
     overall = (means[present] * counts[present, None]).sum(0) / counts[present].sum()
     return {"metrics": {"class_means": _tolist(means), "class_counts": counts.tolist(), "mean": _tolist(overall),
                         "ring_width": ring_width},
